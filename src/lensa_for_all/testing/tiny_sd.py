@@ -1,0 +1,158 @@
+"""Random-weight Stable Diffusion 1.x-layout pipelines and a locally generated CLIP tokenizer."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from .bpe import CORPUS, bytes_to_unicode, train_bpe
+
+__all__ = ["make_tiny_sd", "make_clip_tokenizer"]
+
+Size = Literal["tiny", "small", "sd15"]
+
+# name -> (unet kwargs, vae kwargs, text-encoder kwargs, default resolution)
+_SIZES: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any], int]] = {
+    # diffusers' own test dummies: two UNet levels, VAE x2 downsampling, 64 px.
+    "tiny": (
+        dict(
+            block_out_channels=(32, 64), layers_per_block=2, sample_size=32, cross_attention_dim=32,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+            norm_num_groups=32,
+        ),
+        dict(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=32, sample_size=64,
+             down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2),
+        dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=5),
+        64,
+    ),
+    # SD-shaped at small scale: three UNet levels (two with cross-attention), VAE x8 downsampling.
+    "small": (
+        dict(
+            block_out_channels=(32, 64, 128), layers_per_block=2, sample_size=16, cross_attention_dim=64,
+            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+            attention_head_dim=8, norm_num_groups=32,
+        ),
+        dict(block_out_channels=(32, 64, 64, 64), layers_per_block=1, norm_num_groups=32, sample_size=128,
+             down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4),
+        dict(hidden_size=64, intermediate_size=256, num_attention_heads=4, num_hidden_layers=4),
+        128,
+    ),
+    # The real SD 1.5 shapes with random weights: for GPU benchmarks at 512 px (3.4 GB in fp32).
+    "sd15": (
+        dict(
+            block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, sample_size=64,
+            cross_attention_dim=768, attention_head_dim=8,
+        ),
+        dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, sample_size=512,
+             down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4),
+        dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12),
+        512,
+    ),
+}
+
+SCHEDULER_CONFIG = {
+    "_class_name": "PNDMScheduler",
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "clip_sample": False,
+    "trained_betas": None,
+}
+
+
+def make_clip_tokenizer(path: str | os.PathLike[str], *, num_merges: int = 400) -> Path:
+    """Write a CLIP BPE tokenizer (``vocab.json``, ``merges.txt``) learnt from a small prompt corpus.
+
+    Same format and special tokens as ``openai/clip-vit-large-patch14``, so ``CLIPTokenizer`` loads it
+    and counts tokens the way the real one does (byte-level symbols, ``</w>`` word ends, 77 max).
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    b2u = bytes_to_unicode()
+    symbols = list(b2u.values())
+    vocab_list = symbols + [s + "</w>" for s in symbols]
+    merges = train_bpe(CORPUS, num_merges, end_of_word="</w>")
+    vocab_list += ["".join(m) for m in merges]
+    vocab_list += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(vocab_list))}
+    (path / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (path / "merges.txt").write_text(
+        "#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n", encoding="utf-8"
+    )
+    (path / "special_tokens_map.json").write_text(json.dumps({
+        "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
+    }))
+    (path / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True,
+        "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
+    }))
+    return path
+
+
+def make_tiny_sd(
+    path: str | os.PathLike[str],
+    size: Size = "tiny",
+    *,
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon",
+    seed: int = 0,
+) -> Path:
+    """Build a random-weight Stable Diffusion 1.x-layout pipeline folder at ``path`` and return it.
+
+    ``StableDiffusionPipeline.from_pretrained(path)`` loads it; the safety checker is absent. With
+    ``prediction_type="v_prediction"`` it stands in for an SD 2.x-style model. Building is
+    deterministic for a given ``seed``. An existing complete folder is reused.
+    """
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    if size not in _SIZES:
+        raise ValueError(f"size must be one of {sorted(_SIZES)}, not {size!r}")
+    path = Path(path)
+    if (path / "model_index.json").is_file():
+        return path
+    unet_kw, vae_kw, te_kw, resolution = _SIZES[size]
+    tmp = path.with_name(f".{path.name}.building")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    make_clip_tokenizer(tmp / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(tmp / "tokenizer")
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(in_channels=4, out_channels=4, **unet_kw)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, **vae_kw)
+    te_cfg = CLIPTextConfig(
+        vocab_size=max(len(tokenizer), 1000 if size != "sd15" else 49408),
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, max_position_embeddings=77, layer_norm_eps=1e-5,
+        projection_dim=te_kw["hidden_size"], **te_kw,
+    )
+    text_encoder = CLIPTextModel(te_cfg)
+    scheduler = PNDMScheduler.from_config({**SCHEDULER_CONFIG, "prediction_type": prediction_type})
+    pipe = StableDiffusionPipeline(
+        unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    (tmp / "lensa_testing.json").write_text(json.dumps({
+        "size": size, "resolution": resolution, "prediction_type": prediction_type, "seed": seed,
+        "note": "random weights from lensa_for_all.testing; images are noise-like by design",
+    }, indent=2))
+    if path.exists():
+        import shutil
+
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return path
