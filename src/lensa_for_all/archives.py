@@ -55,7 +55,7 @@ def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str], 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
-        tar = tarfile.open(archive, "r:*")
+        tar = tarfile.open(archive, "r:*")  # noqa: SIM115 - closed by the with below
     except (tarfile.TarError, OSError) as exc:
         raise UnsafeArchiveError(f"Cannot read {archive} as a tar archive: {exc}") from exc
     with tar:

@@ -47,11 +47,10 @@ def atomic_path(dest: str | os.PathLike[str], *, suffix: str | None = None) -> I
 
 
 def write_bytes_atomic(dest: str | os.PathLike[str], data: bytes) -> Path:
-    with atomic_path(dest) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_path(dest) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
     return Path(dest)
 
 

@@ -1,5 +1,16 @@
 """Where the training entry point runs: this machine (``LocalBackend``) or SageMaker (``SageMakerBackend``)."""
 
-from .base import Backend, ProgressCallback, TrainingProgress, TrainingResult
+from .base import (
+    PROGRESS_PREFIX,
+    Backend,
+    ProgressCallback,
+    TrainingProgress,
+    TrainingResult,
+    format_progress_line,
+    parse_progress_line,
+)
 
-__all__ = ["Backend", "ProgressCallback", "TrainingProgress", "TrainingResult"]
+__all__ = [
+    "PROGRESS_PREFIX", "Backend", "ProgressCallback", "TrainingProgress", "TrainingResult",
+    "format_progress_line", "parse_progress_line",
+]

@@ -8,13 +8,21 @@ back a :class:`TrainingResult`. It knows nothing about diffusion; the loop knows
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-__all__ = ["Backend", "ProgressCallback", "TrainingProgress", "TrainingResult"]
+__all__ = [
+    "Backend", "ProgressCallback", "TrainingProgress", "TrainingResult", "PROGRESS_PREFIX",
+    "format_progress_line", "parse_progress_line",
+]
+
+# The entry point prints one line per progress report; LocalBackend reads them from the subprocess and
+# SageMakerBackend from CloudWatch, so both show the same progress bar.
+PROGRESS_PREFIX = "LENSA_PROGRESS "
 
 
 @attrs.frozen
@@ -27,6 +35,22 @@ class TrainingProgress:
     lr: float | None = None
     seconds_per_step: float | None = None
     stage: str = "train"  # "class_images", "latents", "train", "validation", "save"
+
+
+def format_progress_line(p: TrainingProgress) -> str:
+    return PROGRESS_PREFIX + json.dumps(attrs.asdict(p), separators=(",", ":"))
+
+
+def parse_progress_line(line: str) -> TrainingProgress | None:
+    """Return the report in ``line`` (which may carry a log prefix), or ``None`` if it holds none."""
+    idx = line.find(PROGRESS_PREFIX)
+    if idx < 0:
+        return None
+    try:
+        data = json.loads(line[idx + len(PROGRESS_PREFIX):])
+        return TrainingProgress(**data)
+    except (ValueError, TypeError):
+        return None
 
 
 ProgressCallback = Callable[[TrainingProgress], None]
