@@ -145,7 +145,7 @@ def make_tiny_sd(
         unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
-    pipe.save_pretrained(tmp, safe_serialization=True)
+    pipe.save_pretrained(tmp, safe_serialization=True)  # type: ignore[attr-defined]
     (tmp / "lensa_testing.json").write_text(json.dumps({
         "size": size, "resolution": resolution, "prediction_type": prediction_type, "seed": seed,
         "note": "random weights from lensa_for_all.testing; images are noise-like by design",
