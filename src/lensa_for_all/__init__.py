@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it. A name is listed only once its class exists.
 _LAZY: dict[str, str] = {
+    "PhotoSet": "lensa_for_all.photos",
 }
 
 __all__ = ["__version__", *_LAZY, *_error_names]

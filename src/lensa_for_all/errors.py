@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "LensaError",
     "PhotoSetError",
+    "TooFewPhotosError",
     "ConfigError",
     "ModelNotFoundError",
     "TrainingError",
@@ -32,6 +33,14 @@ class LensaError(Exception):
 
 class PhotoSetError(LensaError):
     """The photos cannot make a training set (too few usable photos, unreadable folder, ...)."""
+
+
+class TooFewPhotosError(PhotoSetError):
+    """Too few usable photos; ``report`` is the QC report (a ``QCReport``) saying why each file failed."""
+
+    def __init__(self, message: str, *, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 class ConfigError(LensaError, ValueError):

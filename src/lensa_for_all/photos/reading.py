@@ -1,0 +1,251 @@
+"""Reading one photo safely: sniff the content, refuse bombs from the header, decode small, normalise.
+
+Everything here works on one file at a time and never writes anything. Reading goes through
+:func:`open_photo`, which returns either an :class:`OpenedPhoto` (header read, pixels not decoded yet)
+or raises :class:`UnreadablePhoto` carrying a reason a user understands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "NEUTRAL_BACKGROUND",
+    "OpenedPhoto",
+    "UnreadablePhoto",
+    "open_photo",
+    "sniff",
+    "to_rgb8",
+]
+
+DEFAULT_MAX_PIXELS = 128_000_000
+"""Largest image accepted, in pixels (a 108 MP phone photo fits); larger ones are treated as bombs."""
+
+NEUTRAL_BACKGROUND = (128, 128, 128)
+"""Colour transparent pixels are composited on: mid grey biases the model towards no background colour."""
+
+# Pillow format names per sniffed kind: Image.open is told which decoder to use, so a file is read
+# as what its bytes say it is, never as what its extension claims.
+_PILLOW_FORMATS = {
+    "jpeg": ("JPEG", "MPO"),
+    "png": ("PNG",),
+    "gif": ("GIF",),
+    "webp": ("WEBP",),
+    "tiff": ("TIFF",),
+    "bmp": ("BMP",),
+    "heif": ("HEIF",),
+}
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+_EXIF_ORIENTATION = 0x0112
+# EXIF orientation -> the Pillow transpose that makes the photo upright (as ImageOps.exif_transpose).
+_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE",
+              6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}
+
+
+class UnreadablePhoto(Exception):
+    """A file that cannot be used as a photo; ``code`` is machine-readable, ``reason`` is for people."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def sniff(head: bytes) -> str:
+    """Return the image kind the first bytes say (``"jpeg"``, ``"png"``, ...) or raise UnreadablePhoto."""
+    if not head:
+        raise UnreadablePhoto("empty", "The file is empty (0 bytes).")
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if head[:2] == b"BM":
+        return "bmp"
+    if head[4:8] == b"ftyp":
+        brands = {head[8:12]} | {head[i : i + 4] for i in range(16, min(len(head), 64), 4)}
+        if brands & _HEIF_BRANDS:
+            return "heif"
+        if b"avif" in brands or b"avis" in brands:
+            raise UnreadablePhoto("unsupported", "AVIF images are not supported; save the photo as JPEG or PNG.")
+        raise UnreadablePhoto("not_image", "This is a video or other ISO media file, not a photo.")
+    if head.startswith(b"%PDF"):
+        raise UnreadablePhoto("not_image", "This is a PDF document, not a photo; export its pages as JPEG or PNG.")
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<svg", b"<?xml")) and b"<svg" in head.lower():
+        raise UnreadablePhoto("not_image", "This is an SVG vector drawing, not a photo; export it as PNG or JPEG.")
+    if b"\x00" not in head:
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            raise UnreadablePhoto("not_image", "This is a text file, not a photo.")
+    raise UnreadablePhoto("not_image", "This file is not an image in a supported format "
+                          "(JPEG, PNG, WebP, TIFF, BMP, GIF, HEIC).")
+
+
+def _register_heif() -> None:
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+
+
+@attrs.define
+class OpenedPhoto:
+    """A photo whose header has been read and checked; pixels are decoded only by :meth:`decode`."""
+
+    data: bytes
+    kind: str
+    image: Image.Image
+    sha256: str
+
+    @property
+    def raw_size(self) -> tuple[int, int]:
+        """Size as stored, before EXIF orientation."""
+        return self.image.size
+
+    @property
+    def orientation(self) -> int:
+        try:
+            return int(self.image.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+        except Exception:  # a broken EXIF block is not a reason to lose the photo
+            return 1
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) as the photo is meant to be seen, after EXIF orientation."""
+        w, h = self.raw_size
+        return (h, w) if self.orientation in (5, 6, 7, 8) else (w, h)
+
+    def decode(self, min_short_side: int | None = None) -> Image.Image:
+        """Decode to 8-bit RGB, upright; JPEGs are decoded at the smallest DCT scale whose short side
+        is still at least ``min_short_side`` (Pillow's draft mode), which skips most of the work."""
+        from PIL import Image
+
+        im = self.image
+        if min_short_side is not None and self.kind == "jpeg":
+            w, h = im.size
+            f = min(1.0, min_short_side / min(w, h))
+            im.draft(None, (max(1, math.ceil(w * f)), max(1, math.ceil(h * f))))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im.load()
+        except Image.DecompressionBombError as exc:  # pragma: no cover - header check runs first
+            raise UnreadablePhoto("bomb", _bomb_reason(im.size)) from exc
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            msg = str(exc).lower()
+            if "truncated" in msg or isinstance(exc, EOFError):
+                raise UnreadablePhoto("truncated", "The file is truncated (only part of the photo was "
+                                      "saved or copied); copy it again from the original.") from exc
+            raise UnreadablePhoto("corrupt", f"The image data is corrupt and cannot be decoded ({exc}).") from exc
+        rgb = to_rgb8(im)
+        method = _TRANSPOSE.get(self.orientation)
+        return rgb if method is None else rgb.transpose(getattr(Image.Transpose, method))
+
+    def close(self) -> None:
+        self.image.close()
+
+
+def to_rgb8(im: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB: alpha composited on :data:`NEUTRAL_BACKGROUND`, 16-bit scaled down."""
+    from PIL import Image
+
+    icc = im.info.get("icc_profile")
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        import numpy as np
+
+        arr = np.asarray(im, dtype=np.float64)
+        if im.mode == "F":
+            lo, hi = float(arr.min()), float(arr.max())
+            arr = (arr - lo) / (hi - lo or 1.0) * 255.0
+        elif im.mode.startswith("I;16") or arr.max() > 255:
+            arr = arr / 257.0
+        return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if im.mode == "P":
+        im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
+    elif im.mode == "PA":
+        im = im.convert("RGBA")
+    elif im.mode in ("L", "1") and "transparency" in im.info:
+        im = im.convert("LA")
+    if im.mode in ("RGBA", "LA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (*NEUTRAL_BACKGROUND, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB")
+    if icc and im.mode in ("RGB", "CMYK"):
+        converted = _to_srgb(im, icc)
+        if converted is not None:
+            return converted
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def _to_srgb(im: Image.Image, icc: bytes) -> Image.Image | None:
+    """Convert through the embedded colour profile (Display P3 phone photos, CMYK prints) to sRGB."""
+    try:
+        from PIL import ImageCms
+
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        dst = ImageCms.createProfile("sRGB")
+        out = ImageCms.profileToProfile(im, src, dst, outputMode="RGB")
+    except Exception:  # no littlecms or a broken profile: plain conversion is still a fine photo
+        return None
+    return out
+
+
+def _bomb_reason(size: tuple[int, int]) -> str:
+    w, h = size
+    return (f"The image claims to be {w} x {h} pixels ({w * h / 1e6:.0f} MP), more than this library "
+            "decodes; it looks like a decompression bomb. Use a normal photo (or raise max_pixels if it is real).")
+
+
+def open_photo(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> OpenedPhoto:
+    """Read ``path`` into memory, sniff its format, open its header and refuse bombs; decode nothing."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UnreadablePhoto("unreadable", f"The file cannot be read ({exc.strerror or exc}).") from exc
+    kind = sniff(data[:64])
+    if kind == "heif":
+        _register_heif()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS[kind])
+    except Image.DecompressionBombError as exc:
+        raise UnreadablePhoto("bomb", "The image is far larger than any photo (Pillow refused it as a "
+                              "decompression bomb); use a normal photo.") from exc
+    except UnidentifiedImageError as exc:
+        raise UnreadablePhoto("corrupt", f"The file starts like a {kind.upper()} image but its header is "
+                              "corrupt; export the photo again.") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
+        code = "truncated" if len(data) < 128 else "corrupt"
+        raise UnreadablePhoto(code, f"The {kind.upper()} header cannot be read ({exc}); the file is "
+                              f"{'truncated' if code == 'truncated' else 'corrupt'}.") from exc
+    w, h = im.size
+    if w <= 0 or h <= 0:
+        im.close()
+        raise UnreadablePhoto("corrupt", "The image header says it has no pixels.")
+    if w * h > max_pixels:
+        im.close()
+        raise UnreadablePhoto("bomb", _bomb_reason((w, h)))
+    return OpenedPhoto(data=data, kind=kind, image=im, sha256=hashlib.sha256(data).hexdigest())
