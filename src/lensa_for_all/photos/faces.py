@@ -76,13 +76,11 @@ def detect_faces(gray: np.ndarray) -> list[Box]:
 
     Faces smaller than 6% of the short side are ignored: they are background people, not the subject.
     """
-    import cv2
 
     h, w = gray.shape[:2]
-    eq = cv2.equalizeHist(gray)
     min_side = max(24, int(0.06 * min(h, w)))
     found = _cascade("haarcascade_frontalface_default.xml").detectMultiScale(
-        eq, scaleFactor=1.1, minNeighbors=6, minSize=(min_side, min_side)
+        gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side)
     )
     boxes = sorted((Box(int(x), int(y), int(x + bw), int(y + bh)) for x, y, bw, bh in found),
                    key=lambda b: b.width * b.height, reverse=True)

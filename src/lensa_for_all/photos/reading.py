@@ -38,7 +38,7 @@ NEUTRAL_BACKGROUND = (128, 128, 128)
 # Pillow format names per sniffed kind: Image.open is told which decoder to use, so a file is read
 # as what its bytes say it is, never as what its extension claims.
 _PILLOW_FORMATS = {
-    "jpeg": ("JPEG", "MPO"),
+    "jpeg": ("JPEG",),  # MPO (multi-picture) files open through the JPEG plugin
     "png": ("PNG",),
     "gif": ("GIF",),
     "webp": ("WEBP",),
@@ -178,7 +178,7 @@ def to_rgb8(im: Image.Image) -> Image.Image:
             arr = (arr - lo) / (hi - lo or 1.0) * 255.0
         elif im.mode.startswith("I;16") or arr.max() > 255:
             arr = arr / 257.0
-        return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+        return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), ).convert("RGB")
     if im.mode == "P":
         im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
     elif im.mode == "PA":
@@ -227,6 +227,7 @@ def open_photo(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ope
     kind = sniff(data[:64])
     if kind == "heif":
         _register_heif()
+    Image.init()  # load every format plugin, so ``formats=`` below finds TIFF, WebP and MPO
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
