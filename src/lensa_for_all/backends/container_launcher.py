@@ -1,0 +1,64 @@
+"""Launcher SageMaker runs first in the training container (uploaded as ``lensa_sagemaker_entry.py``).
+
+Standard library only: it runs before anything is installed. It
+
+1. starts the training entry point ``lensa_train.py`` (written by ``DreamBoothTrainer.package_source_dir``),
+   under ``torch.distributed.run`` with one process per GPU when the instance has several;
+2. forwards SIGTERM (a spot reclaim or ``StopTrainingJob``) to it so it can save a checkpoint;
+3. after a successful run, copies the endpoint handler into ``$SM_MODEL_DIR/code/`` so the
+   ``model.tar.gz`` SageMaker uploads can be served by an endpoint without repacking it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+TRAIN_SCRIPT = "lensa_train.py"
+INFERENCE_SCRIPT = "lensa_inference.py"  # shipped beside this file in the source dir
+INFERENCE_REQUIREMENTS = "lensa_inference_requirements.txt"
+
+
+def build_command(here: Path, num_gpus: int) -> list[str]:
+    """The command that runs the training script: plain, or torchrun with one process per GPU."""
+    script = str(here / TRAIN_SCRIPT)
+    if num_gpus > 1 and os.environ.get("LENSA_DISTRIBUTED", "1") != "0":
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={num_gpus}",
+                script]
+    return [sys.executable, script]
+
+
+def install_inference_code(here: Path, model_dir: Path) -> None:
+    """Put the endpoint handler where the Hugging Face inference container looks for it."""
+    code = model_dir / "code"
+    code.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(here / INFERENCE_SCRIPT, code / "inference.py")
+    requirements = here / INFERENCE_REQUIREMENTS
+    if requirements.is_file():
+        shutil.copyfile(requirements, code / "requirements.txt")
+
+
+def main() -> int:
+    here = Path(__file__).resolve().parent
+    num_gpus = int(os.environ.get("SM_NUM_GPUS", "0") or 0)
+    cmd = build_command(here, num_gpus)
+    print("lensa launcher: " + " ".join(cmd), flush=True)
+    child = subprocess.Popen(cmd, cwd=here)
+
+    def forward(signum: int, _frame: object) -> None:
+        child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    rc = child.wait()
+    if rc == 0:
+        install_inference_code(here, Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model")))
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
