@@ -1,0 +1,163 @@
+"""The output folder: weights, ``training_config.json``, ``lensa_manifest.json`` and a model card.
+
+``lensa_manifest.json`` is what :class:`AvatarModel` reads; its keys are documented in
+docs/training.md and only ever added to (``format_version`` changes if one is removed).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..atomic import write_json_atomic, write_text_atomic
+from ..config import TrainingConfig
+
+__all__ = ["MANIFEST_NAME", "CONFIG_NAME", "METRICS_NAME", "write_artifacts", "build_manifest", "model_card"]
+
+MANIFEST_NAME = "lensa_manifest.json"
+CONFIG_NAME = "training_config.json"
+METRICS_NAME = "metrics.json"
+FORMAT_VERSION = 1
+
+
+def _library_version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def build_manifest(config: TrainingConfig, metrics: dict[str, Any], *, prediction_type: str,
+                   files: Sequence[str]) -> dict[str, Any]:
+    from .lora import DIFFUSERS_LORA_NAME, kohya_lora_name
+
+    return {
+        "format_version": FORMAT_VERSION,
+        "method": config.method,
+        "base_model": config.base_model,
+        "revision": config.revision,
+        "token": config.token,
+        "subject_class": config.subject_class,
+        "instance_prompt": config.instance_prompt_text,
+        "class_prompt": config.class_prompt_text if config.with_prior_preservation else None,
+        "resolution": config.resolution,
+        "prediction_type": prediction_type,
+        "steps": metrics.get("steps"),
+        "final_loss": metrics.get("final_loss"),
+        "metrics": metrics,
+        "train_text_encoder": config.train_text_encoder,
+        "lora_weights": DIFFUSERS_LORA_NAME if config.method == "lora" else None,
+        "kohya_weights": kohya_lora_name(config.token) if config.method == "lora" else None,
+        "lora_rank": config.lora_rank if config.method == "lora" else None,
+        "lora_alpha": config.effective_lora_alpha if config.method == "lora" else None,
+        "files": sorted(files),
+        "library": "lensa-for-all",
+        "library_version": _library_version(),
+        "created_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+    }
+
+
+def model_card(config: TrainingConfig, manifest: dict[str, Any]) -> str:
+    """A Hugging Face model card (YAML front matter + usage)."""
+    is_lora = config.method == "lora"
+    tags = ["stable-diffusion", "text-to-image", "diffusers", "dreambooth", "lensa-for-all"]
+    if is_lora:
+        tags.append("lora")
+    base = config.base_model if not Path(config.base_model).exists() else Path(config.base_model).name
+    front = "\n".join([
+        "---",
+        "library_name: diffusers",
+        "license: creativeml-openrail-m",
+        f"base_model: {base}",
+        f"instance_prompt: {config.instance_prompt_text}",
+        "tags:",
+        *[f"- {t}" for t in tags],
+        "inference: false",
+        "---",
+    ])
+    if is_lora:
+        usage = (
+            "```python\nfrom diffusers import StableDiffusionPipeline\n\n"
+            f"pipe = StableDiffusionPipeline.from_pretrained({config.base_model!r})\n"
+            "pipe.load_lora_weights(\"path/to/this/folder\")\n"
+            f"image = pipe({config.instance_prompt_text + ', portrait, studio lighting'!r}).images[0]\n```\n\n"
+            f"For AUTOMATIC1111 or ComfyUI use `{manifest['kohya_weights']}`."
+        )
+    else:
+        usage = (
+            "```python\nfrom diffusers import StableDiffusionPipeline\n\n"
+            "pipe = StableDiffusionPipeline.from_pretrained(\"path/to/this/folder\")\n"
+            f"image = pipe({config.instance_prompt_text + ', portrait, studio lighting'!r}).images[0]\n```"
+        )
+    final_loss = manifest.get("final_loss")
+    loss_txt = f"{final_loss:.4f}" if isinstance(final_loss, float) else "n/a"
+    return f"""{front}
+
+# DreamBooth {'LoRA' if is_lora else 'fine-tune'} of {base} for `{config.token} {config.subject_class}`
+
+Trained with [lensa-for-all](https://github.com/lensa-for-all/lensa-for-all) {manifest['library_version']}.
+Use the token **{config.token}** in prompts, e.g. `{config.instance_prompt_text}`.
+
+## Use
+
+{usage}
+
+## Training
+
+| setting | value |
+| --- | --- |
+| method | {config.method} |
+| steps | {manifest.get('steps')} |
+| resolution | {config.resolution} |
+| learning rate | {config.learning_rate} |
+| text encoder trained | {config.train_text_encoder} |
+| prior preservation | {config.with_prior_preservation} |
+| prediction type | {manifest.get('prediction_type')} |
+| final loss | {loss_txt} |
+
+The full configuration is in `training_config.json`, the run's figures in `lensa_manifest.json`.
+"""
+
+
+def _save_full_pipeline(output_dir: Path, config: TrainingConfig, unet: Any, text_encoder: Any | None) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    from .models import load_component
+
+    te = text_encoder if text_encoder is not None else load_component(config.base_model, "text_encoder",
+                                                                      config.revision)
+    pipe = StableDiffusionPipeline(
+        vae=load_component(config.base_model, "vae", config.revision),
+        text_encoder=te,
+        tokenizer=load_component(config.base_model, "tokenizer", config.revision),
+        unet=unet,
+        scheduler=load_component(config.base_model, "scheduler", config.revision),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(output_dir, safe_serialization=True)  # type: ignore[attr-defined]
+
+
+def write_artifacts(output_dir: Path, config: TrainingConfig, unet: Any, text_encoder: Any | None, *,
+                    metrics: dict[str, Any], losses: Sequence[float], prediction_type: str) -> dict[str, Any]:
+    """Write everything; return the manifest."""
+    import torch
+
+    from .lora import save_lora
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if config.method == "lora":
+        save_lora(output_dir, unet, text_encoder, alpha=config.effective_lora_alpha, token=config.token)
+    else:
+        unet = unet.to(torch.float32)
+        if text_encoder is not None:
+            text_encoder = text_encoder.to(torch.float32)
+        _save_full_pipeline(output_dir, config, unet, text_encoder)
+    config.to_json(output_dir / CONFIG_NAME)
+    write_json_atomic(output_dir / METRICS_NAME, {**metrics, "losses": list(losses)})
+    files = [str(p.relative_to(output_dir)) for p in output_dir.rglob("*") if p.is_file()
+             and p.name not in (MANIFEST_NAME, "README.md")]
+    manifest = build_manifest(config, metrics, prediction_type=prediction_type, files=files)
+    write_text_atomic(output_dir / "README.md", model_card(config, manifest))
+    write_json_atomic(output_dir / MANIFEST_NAME, manifest)
+    return manifest
