@@ -466,5 +466,5 @@ def _write_square(photo: Photo, dest: Path, resolution: int) -> str:
     finally:
         opened.close()
     with atomic_path(dest) as tmp:
-        square.save(tmp, format="PNG", compress_level=3)
+        square.save(tmp, format="PNG", compress_level=1)  # fast; size matters little here
     return hashlib.sha256(dest.read_bytes()).hexdigest()
