@@ -7,10 +7,12 @@ so a user never sees a traceback from three libraries down.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "AWSSession", "DEFAULT_ROLE_NAMES", "ROLE_PERMISSIONS_HELP", "import_boto3", "is_client_error",
-    "error_code",
+    "error_code", "botocore_debug_muted",
 ]
 
 logger = logging.getLogger(__name__)
@@ -52,6 +54,25 @@ def import_boto3() -> Any:
             'The SageMaker backend needs boto3: pip install "lensa-for-all[aws]"'
         ) from exc
     return boto3
+
+
+@contextlib.contextmanager
+def botocore_debug_muted() -> Iterator[None]:
+    """Keep botocore and urllib3 at INFO or above for the block.
+
+    At DEBUG they log every request and response body, and a training job's or model's ``Environment``
+    (which may hold a Hugging Face token) is in both; ``--verbose`` must not print the token.
+    """
+    loggers = [logging.getLogger(name) for name in ("botocore", "boto3", "urllib3", "s3transfer")]
+    saved = [lg.level for lg in loggers]
+    for lg in loggers:
+        if lg.getEffectiveLevel() < logging.INFO:
+            lg.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, saved, strict=True):
+            lg.setLevel(level)
 
 
 def is_client_error(exc: BaseException) -> bool:

@@ -23,7 +23,7 @@ from typing import Any
 from .. import __version__
 from ..archives import DEFAULT_MAX_BYTES, safe_extract
 from ..errors import ConfigError, CostLimitExceeded, LensaError, TrainingError, TrainingJobFailed
-from .aws_session import AWSSession
+from .aws_session import AWSSession, botocore_debug_muted
 from .base import Backend, ProgressCallback, TrainingResult, parse_progress_line
 from .images import training_image_uri
 from .logs import LogTail
@@ -172,6 +172,11 @@ class SageMakerBackend(Backend):
         progress: ProgressCallback | None = None,
     ) -> TrainingResult:
         """Upload inputs and source, run the training job, follow it, and fetch the artifacts."""
+        with botocore_debug_muted():
+            return self._run(source_dir, channels, output_dir, hyperparameters=hyperparameters, progress=progress)
+
+    def _run(self, source_dir: Path, channels: Mapping[str, Path], output_dir: Path, *,
+             hyperparameters: Mapping[str, Any] | None, progress: ProgressCallback | None) -> TrainingResult:
         source_dir, output_dir = Path(source_dir), Path(output_dir)
         if not (source_dir / "lensa_train.py").is_file():
             raise ConfigError(f"{source_dir} is not a packaged source dir (no lensa_train.py); "
@@ -235,15 +240,9 @@ class SageMakerBackend(Backend):
     def attach(self, job_name: str, output_dir: Path | None = None, *,
                progress: ProgressCallback | None = None) -> TrainingResult:
         """Follow a running or finished job started elsewhere; download its artifacts if ``output_dir`` is given."""
-        sm = self.aws.client("sagemaker")
-        from botocore.exceptions import ClientError
-
-        try:
-            self.aws.call(sm.describe_training_job, what=f"find training job {job_name}", TrainingJobName=job_name)
-        except ClientError as exc:
-            raise LensaError(f"No training job named {job_name!r} in {self.aws.region}: {exc}") from exc
-        return self._follow(job_name, Path(output_dir) if output_dir is not None else None, progress=progress,
-                            estimate=None)
+        with botocore_debug_muted():
+            return self._follow(job_name, Path(output_dir) if output_dir is not None else None,
+                                progress=progress, estimate=None)
 
     def stop(self, job_name: str) -> None:
         """Ask SageMaker to stop ``job_name`` (the entry point gets SIGTERM and may save a checkpoint)."""
@@ -266,13 +265,15 @@ class SageMakerBackend(Backend):
         if not uri or not str(uri).startswith("s3://"):
             raise ConfigError("deploy() needs an s3://.../model.tar.gz URI or a TrainingResult that has one")
         bucket = self.aws.ensure_bucket(self.bucket, kms_key_id=self.kms_key_id)
-        return Endpoint.deploy(
-            self.aws, model_data_url=str(uri), role_arn=self.aws.resolve_role(self.role),
-            instance_type=instance_type, asynchronous=asynchronous, name=endpoint_name, wait=wait,
-            image_uri=image_uri, async_s3_uri=str(S3Uri(bucket, f"{self.prefix}/async")),
-            environment={"HF_TOKEN": self._hf_token()} if self._hf_token() else None,
-            tags=self.tags, kms_key_id=self.kms_key_id,
-        )
+        token = self._hf_token()
+        with botocore_debug_muted():
+            return Endpoint.deploy(
+                self.aws, model_data_url=str(uri), role_arn=self.aws.resolve_role(self.role),
+                instance_type=instance_type, asynchronous=asynchronous, name=endpoint_name, wait=wait,
+                image_uri=image_uri, async_s3_uri=str(S3Uri(bucket, f"{self.prefix}/async")),
+                environment={"HF_TOKEN": token} if token else None,
+                tags=self.tags, kms_key_id=self.kms_key_id,
+            )
 
     # ---- internals ---------------------------------------------------------------------------------
 
@@ -367,7 +368,7 @@ class SageMakerBackend(Backend):
                 log_file.flush()
 
             while True:
-                desc = dict(sm.describe_training_job(TrainingJobName=job_name))
+                desc = self._describe(sm, job_name)
                 status = str(desc["TrainingJobStatus"])
                 state = (status, str(desc.get("SecondaryStatus", "")))
                 if state != last:
@@ -398,6 +399,17 @@ class SageMakerBackend(Backend):
             raise TrainingError(f"Training job {job_name} was stopped before it finished. Run again with the "
                                 "same run_name to resume from its last checkpoint.")
         return desc, log_path
+
+    def _describe(self, sm: Any, job_name: str) -> dict[str, Any]:
+        from botocore.exceptions import ClientError
+
+        try:
+            return dict(self.aws.call(sm.describe_training_job, what=f"read training job {job_name}",
+                                      TrainingJobName=job_name))
+        except ClientError as exc:
+            if "ValidationException" in str(exc) or "not found" in str(exc).lower():
+                raise LensaError(f"No training job named {job_name!r} in {self.aws.region}: {exc}") from exc
+            raise
 
     def _check_running_cost(self, job_name: str, desc: Mapping[str, Any]) -> None:
         if self.max_cost_usd is None:
