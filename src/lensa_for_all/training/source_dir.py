@@ -1,0 +1,84 @@
+"""``package_source_dir``: the training code as a self-contained SageMaker source dir.
+
+The folder holds ``lensa_train.py`` (the script SageMaker runs), ``lensa_for_all/`` (only the modules
+the loop needs, so the upload stays small), ``requirements.txt`` (what the Hugging Face PyTorch
+training container lacks, pinned to the versions tested here) and ``training_config.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from importlib import metadata
+from pathlib import Path
+
+from ..config import TrainingConfig
+
+__all__ = ["package_source_dir", "ENTRY_SCRIPT", "PACKAGED_MODULES", "requirements_for"]
+
+ENTRY_SCRIPT = "lensa_train.py"
+
+# files and folders of lensa_for_all that the entry point imports (relative to the package root)
+PACKAGED_MODULES = ("__init__.py", "py.typed", "errors.py", "atomic.py", "config.py", "backends/__init__.py",
+                    "backends/base.py", "training")
+
+_ENTRY_TEXT = '''"""SageMaker entry point written by lensa-for-all's package_source_dir; runs the DreamBooth loop."""
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the packaged lensa_for_all wins over any installed copy
+
+from lensa_for_all.training.entry import main  # noqa: E402
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:], source_dir=HERE))
+'''
+
+# the Hugging Face PyTorch training containers ship torch, transformers, accelerate, safetensors, numpy, pillow
+_ALWAYS = ("diffusers", "peft", "attrs")
+
+
+def _pin(dist: str) -> str:
+    try:
+        return f"{dist}=={metadata.version(dist)}"
+    except metadata.PackageNotFoundError:
+        return dist
+
+
+def requirements_for(config: TrainingConfig) -> list[str]:
+    """The ``requirements.txt`` lines for ``config``."""
+    lines = [_pin(d) for d in _ALWAYS]
+    if config.use_8bit_adam:
+        lines.append("bitsandbytes>=0.43")
+    if config.report_to == "tensorboard":
+        lines.append("tensorboard>=2.14")
+    if config.report_to == "wandb":
+        lines.append("wandb>=0.16")
+    if config.early_stopping and config.early_stopping_metric == "fid":
+        lines.append("torchmetrics[image]>=1.3")
+    return lines
+
+
+def package_source_dir(config: TrainingConfig, dest: str | os.PathLike[str]) -> Path:
+    """Write the source dir into ``dest`` (replacing an earlier one) and return ``dest``."""
+    from ..atomic import write_text_atomic
+
+    dest = Path(dest)
+    package_root = Path(__file__).resolve().parents[1]
+    target = dest / "lensa_for_all"
+    if target.exists():
+        shutil.rmtree(target)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for rel in PACKAGED_MODULES:
+        src = package_root / rel
+        out = target / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, out, ignore=ignore)
+        elif src.exists():
+            shutil.copy2(src, out)
+    write_text_atomic(dest / ENTRY_SCRIPT, _ENTRY_TEXT)
+    write_text_atomic(dest / "requirements.txt", "\n".join(requirements_for(config)) + "\n")
+    config.to_json(dest / "training_config.json")
+    return dest
