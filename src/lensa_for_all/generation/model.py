@@ -1,0 +1,458 @@
+"""AvatarModel: a trained model (local, ``s3://``, LoRA on a base, or an endpoint) that renders avatar packs."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import secrets
+import uuid
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from ..errors import ConfigError, GenerationError, ModelNotFoundError, PickleRefusedError
+from ..prompts.catalogue import StyleCatalogue, subject_kind_for
+from ..prompts.generator import MagicMode, Prompt, PromptGenerator
+from .device import choose_device, free_memory_bytes
+from .pack import INDEX_NAME, Avatar, AvatarPack, PackWriter, read_png_parameters
+from .runner import Job, LocalRunner, Runner, batch_key
+from .schedulers import DEFAULT_SCHEDULER, SCHEDULERS, canonical_name
+from .sources import LORA_WEIGHTS_NAME, ModelFolder, download_s3_model, inspect_model_folder, is_hub_id
+
+__all__ = ["AvatarModel", "DEFAULT_GUIDANCE_SCALE", "DEFAULT_PACK_SIZE"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GUIDANCE_SCALE = 7.5
+DEFAULT_PACK_SIZE = 40
+MAX_SEED = 2**32
+
+PromptsLike = str | Prompt | PromptGenerator | Iterable[str | Prompt]
+AvatarCallback = Callable[[Avatar], None]
+
+
+class AvatarModel:
+    """Renders avatars from a trained model; build it with :meth:`load` or :meth:`from_endpoint`.
+
+    Generation keywords follow diffusers (``num_inference_steps``, ``guidance_scale``, ``height``,
+    ``width``, ``negative_prompt``); every image gets its own seed and full metadata.
+    """
+
+    def __init__(self, runner: Runner, *, name: str, manifest: Mapping[str, Any] | None = None,
+                 scheduler: str = DEFAULT_SCHEDULER, lora_scale: float = 1.0) -> None:
+        self.runner = runner
+        self.name = name
+        self.manifest: dict[str, Any] = dict(manifest or {})
+        self.scheduler = canonical_name(scheduler)
+        self.lora_scale = float(lora_scale)
+
+    def __repr__(self) -> str:
+        kind = "LoRA" if self.is_lora else "full"
+        return f"AvatarModel({self.name!r}, {kind}, runner={type(self.runner).__name__})"
+
+    # -- construction ------------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        source: str | os.PathLike[str],
+        *,
+        device: str | None = None,
+        dtype: Any = None,
+        scheduler: str = DEFAULT_SCHEDULER,
+        lora_scale: float = 1.0,
+        base_model: str | None = None,
+        revision: str | None = None,
+        safety_checker: bool | None = None,
+        memory: Literal["auto", "low", "normal"] = "auto",
+        compile: bool = False,
+        cache_dir: str | os.PathLike[str] | None = None,
+        allow_pickle: bool = False,
+    ) -> AvatarModel:
+        """Load a trained model: a folder (full pipeline, or LoRA + manifest), an ``s3://`` tarball or a Hub id.
+
+        ``base_model`` overrides the LoRA manifest's base (e.g. a local copy when offline).
+        ``safety_checker=None`` keeps whatever the model ships; ``False`` switches it off.
+        ``memory="low"`` turns on attention and VAE slicing; ``"auto"`` does so when the GPU has
+        less than 6 GB free. ``compile=True`` wraps the UNet in ``torch.compile`` (slow first image).
+        """
+        text = os.fspath(source)
+        canonical_name(scheduler)  # validate early
+        if memory not in ("auto", "low", "normal"):
+            raise ConfigError(f"memory must be 'auto', 'low' or 'normal', not {memory!r}.")
+        if text.startswith("s3://"):
+            folder: ModelFolder | None = inspect_model_folder(download_s3_model(text, cache_dir),
+                                                              base_model=base_model)
+            name = text
+        elif Path(text).exists():
+            folder = inspect_model_folder(text, base_model=base_model)
+            name = _display_name(folder.path)
+        elif is_hub_id(text):
+            folder, name = None, text
+        else:
+            raise ModelNotFoundError(
+                f"{text} is neither an existing folder, an s3:// URI nor a Hugging Face model id."
+            )
+        choice = choose_device(device, dtype)
+        pipe_kwargs: dict[str, Any] = {"torch_dtype": choice.dtype, "use_safetensors": None if allow_pickle else True}
+        if safety_checker is False:
+            pipe_kwargs.update(safety_checker=None, requires_safety_checker=False)
+        manifest = dict(folder.manifest) if folder else {}
+        if folder is None:
+            pipe = _from_pretrained(text, revision=revision, **pipe_kwargs)
+        elif folder.kind == "pipeline":
+            pipe = _from_pretrained(str(folder.path), revision=None, **pipe_kwargs)
+        else:
+            base = base_model or str(folder.base_model)
+            pipe = _from_pretrained(base, revision=revision or manifest.get("revision"), **pipe_kwargs)
+            try:
+                pipe.load_lora_weights(str(folder.path), weight_name=LORA_WEIGHTS_NAME, adapter_name="lensa")
+            except (ValueError, KeyError, OSError, RuntimeError) as exc:
+                raise ModelNotFoundError(
+                    f"The LoRA weights in {folder.path} do not fit the base model {base!r} ({exc}). "
+                    "Load them on the base model they were trained on."
+                ) from exc
+        if safety_checker is True and getattr(pipe, "safety_checker", None) is None:
+            warnings.warn(f"{name} ships no safety checker; images are not filtered.", stacklevel=2)
+        pipe = _prepare_pipeline(pipe, choice.device, memory=memory, compile=compile)
+        resolution = manifest.get("resolution")
+        size = (int(resolution), int(resolution)) if resolution else None
+        runner = LocalRunner(pipe, choice, name=name, is_lora=folder is not None and folder.kind == "lora",
+                             default_size=size)
+        log.info("Loaded %s on %s (%s)", name, choice.device, str(choice.dtype).removeprefix("torch."))
+        return cls(runner, name=name, manifest=manifest, scheduler=scheduler, lora_scale=lora_scale)
+
+    @classmethod
+    def from_endpoint(cls, endpoint_name: str, *, region: str | None = None, token: str | None = None,
+                      subject_class: str | None = None, scheduler: str = DEFAULT_SCHEDULER,
+                      default_size: tuple[int, int] = (512, 512), timeout_s: float = 120.0) -> AvatarModel:
+        """The same :meth:`generate` through a deployed SageMaker endpoint (see ``lensa-for-all deploy``).
+
+        ``token``/``subject_class`` feed the prompt generator, since no manifest is read locally.
+        """
+        from .endpoint_runner import EndpointRunner
+
+        runner = EndpointRunner(endpoint_name, region=region, default_size=default_size, timeout_s=timeout_s)
+        manifest = {k: v for k, v in (("token", token), ("subject_class", subject_class)) if v}
+        return cls(runner, name=f"endpoint:{endpoint_name}", manifest=manifest, scheduler=scheduler)
+
+    # -- properties --------------------------------------------------------------------------------
+    @property
+    def is_lora(self) -> bool:
+        return bool(self.runner.is_lora)
+
+    @property
+    def token(self) -> str:
+        return str(self.manifest.get("token") or "ohwx")
+
+    @property
+    def subject_class(self) -> str:
+        return str(self.manifest.get("subject_class") or "person")
+
+    @property
+    def default_size(self) -> tuple[int, int]:
+        return self.runner.default_size
+
+    @property
+    def pipeline(self) -> Any:
+        """The underlying diffusers pipeline (local models only)."""
+        pipe = getattr(self.runner, "pipe", None)
+        if pipe is None:
+            raise GenerationError(f"{self.name} runs remotely; it has no local pipeline.")
+        return pipe
+
+    def prompt_generator(self, **kwargs: Any) -> PromptGenerator:
+        """A :class:`PromptGenerator` for this model's token and class, counting with its tokenizer."""
+        kwargs.setdefault("token", self.token)
+        kwargs.setdefault("subject_class", self.subject_class)
+        kwargs.setdefault("tokenizer", self.runner.tokenizer)
+        return PromptGenerator(**kwargs)
+
+    # -- generation --------------------------------------------------------------------------------
+    def plan(
+        self,
+        prompts: PromptsLike,
+        num_images: int | None = None,
+        *,
+        seed: int | None = None,
+        negative_prompt: str | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        scheduler: str | None = None,
+        lora_scale: float | None = None,
+        styles: Iterable[str] | None = None,
+        magic: MagicMode | None = None,
+    ) -> list[Job]:
+        """The fully resolved jobs :meth:`generate` would run (prompts, seeds, settings), without rendering."""
+        if num_images is not None and num_images < 1:
+            raise ConfigError(f"num_images must be at least 1, not {num_images}.")
+        prompt_list = self._prompts(prompts, num_images, seed=seed, styles=styles, magic=magic)
+        n = num_images or len(prompt_list)
+        if seed is None:
+            seed = secrets.randbelow(2**31)
+        if not 0 <= seed < MAX_SEED:
+            raise ConfigError(f"seed must be between 0 and {MAX_SEED - 1}, not {seed}.")
+        sched = canonical_name(scheduler or self.scheduler)
+        dw, dh = self.default_size
+        w, h = int(width or dw), int(height or dh)
+        if w % 8 or h % 8 or w < 8 or h < 8:
+            raise ConfigError(f"width and height must be positive multiples of 8, not {w}x{h}.")
+        default_negative = _default_negative(self.subject_class)
+        jobs = []
+        for i, p in zip(range(n), itertools.cycle(prompt_list), strict=False):
+            settings = p.settings
+            steps = num_inference_steps or int(settings.get("num_inference_steps", SCHEDULERS[sched].default_steps))
+            cfg = guidance_scale if guidance_scale is not None else settings.get("guidance_scale",
+                                                                                 DEFAULT_GUIDANCE_SCALE)
+            neg = negative_prompt if negative_prompt is not None else (p.negative or default_negative)
+            jobs.append(Job(
+                prompt=p.text, negative_prompt=neg, seed=(seed + i) % MAX_SEED, num_inference_steps=int(steps),
+                guidance_scale=float(cfg), scheduler=sched, width=w, height=h,
+                lora_scale=(float(lora_scale if lora_scale is not None else self.lora_scale)
+                            if self.is_lora else None),
+                style=p.style,
+            ))
+        return jobs
+
+    def _prompts(self, prompts: PromptsLike, num_images: int | None, *, seed: int | None,
+                 styles: Iterable[str] | None, magic: MagicMode | None) -> list[Prompt]:
+        if isinstance(prompts, PromptGenerator):
+            if not prompts.has_tokenizer and self.runner.tokenizer is not None:
+                prompts.use_tokenizer(self.runner.tokenizer)
+            return prompts.generate(num_images or DEFAULT_PACK_SIZE, styles=styles, magic=magic, seed=seed)
+        if styles is not None or magic is not None:
+            raise ConfigError("styles= and magic= apply to a PromptGenerator; pass one instead of prompt strings.")
+        if isinstance(prompts, (str, Prompt)):
+            prompts = [prompts]
+        out = [p if isinstance(p, Prompt) else Prompt(str(p)) for p in prompts]
+        if not out:
+            raise ConfigError("No prompts given.")
+        return out
+
+    def iter_generate(
+        self,
+        prompts: PromptsLike,
+        num_images: int | None = None,
+        *,
+        batch_size: int | None = None,
+        progress: bool = False,
+        callback_on_step_end: Callable[..., Any] | None = None,
+        **settings: Any,
+    ) -> Iterator[Avatar]:
+        """Yield avatars as they finish; same arguments as :meth:`generate`."""
+        jobs = self.plan(prompts, num_images, **settings)
+        yield from self._render(jobs, batch_size=batch_size, progress=progress,
+                                callback_on_step_end=callback_on_step_end)
+
+    def _render(self, jobs: Sequence[Job], *, batch_size: int | None, progress: bool,
+                callback_on_step_end: Callable[..., Any] | None) -> Iterator[Avatar]:
+        if batch_size is not None and batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, not {batch_size}.")
+        bar = _ProgressBar(len(jobs)) if progress else None
+        try:
+            for batch in _batches(jobs, batch_size, self.runner.auto_batch_size):
+                images = self.runner.run(batch, callback_on_step_end=callback_on_step_end)
+                batch_id = uuid.uuid4().hex[:12] if len(batch) > 1 else None
+                for pos, (job, image) in enumerate(zip(batch, images, strict=True)):
+                    if bar:
+                        bar.advance()
+                    yield _avatar(job, image, model=self.name, batch_size=len(batch), batch_index=pos,
+                                  batch_id=batch_id)
+        finally:
+            if bar:
+                bar.close()
+
+    def generate(
+        self,
+        prompts: PromptsLike,
+        num_images: int | None = None,
+        *,
+        seed: int | None = None,
+        negative_prompt: str | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        scheduler: str | None = None,
+        lora_scale: float | None = None,
+        styles: Iterable[str] | None = None,
+        magic: MagicMode | None = None,
+        batch_size: int | None = None,
+        progress: bool = False,
+        on_avatar: AvatarCallback | None = None,
+        callback_on_step_end: Callable[..., Any] | None = None,
+        out_dir: str | os.PathLike[str] | None = None,
+    ) -> AvatarPack:
+        """Render ``num_images`` avatars from ``prompts`` into an :class:`AvatarPack`.
+
+        ``prompts`` is a string, a :class:`Prompt`, a list of those (cycled to ``num_images``) or a
+        :class:`PromptGenerator` (asked for ``num_images`` prompts, 40 by default). Image ``i`` gets
+        seed ``seed + i``. With ``out_dir`` each image is written as soon as it is finished. Ctrl-C
+        stops after the current batch is lost and returns the finished avatars (``pack.interrupted``).
+        """
+        jobs = self.plan(prompts, num_images, seed=seed, negative_prompt=negative_prompt,
+                         num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, height=height,
+                         width=width, scheduler=scheduler, lora_scale=lora_scale, styles=styles, magic=magic)
+        writer = PackWriter(out_dir) if out_dir is not None else None
+        done: list[Avatar] = []
+        interrupted = False
+        try:
+            for avatar in self._render(jobs, batch_size=batch_size, progress=progress,
+                                       callback_on_step_end=callback_on_step_end):
+                done.append(avatar)
+                if writer:
+                    writer.add(avatar, len(done) - 1)
+                if on_avatar:
+                    on_avatar(avatar)
+        except KeyboardInterrupt:
+            interrupted = True
+            log.warning("Interrupted: keeping the %d of %d avatars already finished.", len(done), len(jobs))
+        pack = AvatarPack(done, interrupted=interrupted, requested=len(jobs))
+        if writer:
+            writer.finish(pack)
+        return pack
+
+    def regenerate(self, source: Avatar | str | os.PathLike[str] | Mapping[str, Any]) -> Avatar:
+        """Render an avatar again from its metadata (a PNG path, an :class:`Avatar` or its parameters).
+
+        Bit-identical on the same device and precision. An image made in a batch of several is
+        rendered with its batch companions, found in the pack's ``avatars.json`` beside the PNG.
+        """
+        index_dir: Path | None = None
+        if isinstance(source, Avatar):
+            params = source.parameters()
+        elif isinstance(source, Mapping):
+            params = dict(source)
+        else:
+            params = read_png_parameters(source)
+            index_dir = Path(source).parent
+        if params.get("model") and params["model"] != self.name:
+            warnings.warn(f"The image was made by {params['model']!r}, not {self.name!r}; it will differ.",
+                          stacklevel=2)
+        jobs = [_job_from(params)]
+        position = 0
+        if int(params.get("batch_size", 1)) > 1:
+            companions = _batch_companions(index_dir, params)
+            if companions:
+                jobs, position = companions, int(params["batch_index"])
+            else:
+                warnings.warn("The image was made in a batch whose index (avatars.json) is not beside it; "
+                              "rendering it alone may differ in the last bits.", stacklevel=2)
+        images = self.runner.run(jobs)
+        return _avatar(jobs[position], images[position], model=self.name, batch_size=int(params.get("batch_size", 1)),
+                       batch_index=int(params.get("batch_index", 0)), batch_id=params.get("batch_id"))
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+def _display_name(path: Path) -> str:
+    return path.parent.name if path.name in ("model", "output", "model_dir") and path.parent.name else path.name
+
+
+def _default_negative(subject_class: str) -> str:
+    return StyleCatalogue.default().negative_base.get(subject_kind_for(subject_class), "")
+
+
+def _from_pretrained(source: str, *, revision: str | None, **kwargs: Any) -> Any:
+    from diffusers import StableDiffusionPipeline
+
+    try:
+        with warnings.catch_warnings():
+            # newer diffusers renamed torch_dtype to dtype; the old name works on every supported version
+            warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+            pipe = StableDiffusionPipeline.from_pretrained(source, revision=revision, **kwargs)
+    except (OSError, ValueError) as exc:
+        msg = str(exc)
+        if "safetensors" in msg.lower() and kwargs.get("use_safetensors"):
+            raise PickleRefusedError(
+                f"{source} has no safetensors weights, only pickled ones. Convert it, or pass allow_pickle=True "
+                "if you trust the files."
+            ) from exc
+        raise ModelNotFoundError(
+            f"Cannot load the Stable Diffusion model {source!r}: {msg.splitlines()[0] if msg else exc!r}. "
+            "Check the id or folder; offline, only models already in the Hugging Face cache load."
+        ) from exc
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _prepare_pipeline(pipe: Any, device: str, *, memory: str, compile: bool) -> Any:
+    import torch
+
+    pipe.to(device)
+    # SDPA is diffusers' default attention on torch 2; channels-last helps the UNet's convolutions on
+    # GPUs (on CPU it measured no better here, so the CPU keeps the default layout).
+    if not device.startswith("cpu"):
+        pipe.unet.to(memory_format=torch.channels_last)
+    free = free_memory_bytes(device)
+    low = memory == "low" or (memory == "auto" and free is not None and free < 6 * 1024**3)
+    if low:
+        pipe.enable_attention_slicing()
+        pipe.vae.enable_slicing()
+        pipe.vae.enable_tiling()
+        log.info("Low memory: attention slicing and VAE slicing/tiling on")
+    if compile:
+        pipe.unet = torch.compile(pipe.unet)
+    return pipe
+
+
+def _batches(jobs: Sequence[Job], batch_size: int | None,
+             auto: Callable[[int, int], int]) -> Iterator[list[Job]]:
+    batch: list[Job] = []
+    for job in jobs:
+        limit = batch_size or auto(job.width, job.height)
+        if batch and (batch_key(batch[0]) != batch_key(job) or len(batch) >= limit):
+            yield batch
+            batch = []
+        batch.append(job)
+    if batch:
+        yield batch
+
+
+def _avatar(job: Job, image: Any, *, model: str, batch_size: int, batch_index: int,
+            batch_id: str | None) -> Avatar:
+    return Avatar(
+        image=image, prompt=job.prompt, negative_prompt=job.negative_prompt, seed=job.seed,
+        num_inference_steps=job.num_inference_steps, guidance_scale=job.guidance_scale, scheduler=job.scheduler,
+        width=job.width, height=job.height, model=model, lora_scale=job.lora_scale, style=job.style,
+        batch_size=batch_size, batch_index=batch_index, batch_id=batch_id,
+    )
+
+
+def _job_from(params: Mapping[str, Any]) -> Job:
+    return Job(
+        prompt=params["prompt"], negative_prompt=params.get("negative_prompt", ""), seed=int(params["seed"]),
+        num_inference_steps=int(params["num_inference_steps"]), guidance_scale=float(params["guidance_scale"]),
+        scheduler=canonical_name(params["scheduler"]), width=int(params["width"]), height=int(params["height"]),
+        lora_scale=params.get("lora_scale"), style=params.get("style"),
+    )
+
+
+def _batch_companions(index_dir: Path | None, params: Mapping[str, Any]) -> list[Job] | None:
+    if index_dir is None or not params.get("batch_id") or not (index_dir / INDEX_NAME).is_file():
+        return None
+    entries = [e for e in PackWriter.read_index(index_dir) if e.get("batch_id") == params["batch_id"]]
+    entries.sort(key=lambda e: int(e.get("batch_index", 0)))
+    if len(entries) != int(params["batch_size"]):
+        return None
+    return [_job_from(e) for e in entries]
+
+
+class _ProgressBar:
+    """A rich progress bar over images, on stderr."""
+
+    def __init__(self, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(TextColumn("avatars"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                  transient=False)
+        self._task = self._progress.add_task("avatars", total=total)
+        self._progress.start()
+
+    def advance(self) -> None:
+        self._progress.advance(self._task)
+
+    def close(self) -> None:
+        self._progress.stop()
