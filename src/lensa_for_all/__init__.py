@@ -16,6 +16,10 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it. A name is listed only once its class exists.
 _LAZY: dict[str, str] = {
+    "TrainingConfig": "lensa_for_all.config",
+    "DreamBoothTrainer": "lensa_for_all.trainer",
+    "LocalBackend": "lensa_for_all.backends.local",
+    "TrainingResult": "lensa_for_all.backends.base",
     "SageMakerBackend": "lensa_for_all.backends.sagemaker",
     "Endpoint": "lensa_for_all.backends.endpoint",
     "PhotoSet": "lensa_for_all.photos",
