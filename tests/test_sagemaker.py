@@ -529,3 +529,23 @@ def test_bucket_of_another_account_is_refused(backend: SageMakerBackend) -> None
             backend.aws.ensure_bucket("someone-elses")
     existing = backend.aws.ensure_bucket("mine-already")
     assert backend.aws.ensure_bucket("mine-already") == existing  # second call finds it
+
+
+# ---- the launcher that runs first in the container ---------------------------------------------------
+
+
+def test_launcher_runs_one_process_per_gpu_and_installs_handler_only_on_success(
+        backend: SageMakerBackend, inputs: dict[str, Path], tmp_path: Path) -> None:
+    from lensa_for_all.backends.container_launcher import build_command
+
+    here = Path("/opt/ml/code")
+    assert build_command(here, 1)[1:] == ["/opt/ml/code/lensa_train.py"]
+    multi = build_command(here, 4)
+    assert multi[1:6] == ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "4"]
+
+    jobs = play_on_start(backend, tmp_path / "c", FAKE_FAIL="1")
+    with pytest.raises(Exception, match="does not exist"):  # no model.tar.gz: the played job failed
+        backend.run(inputs["source"], {"instance": inputs["photos"]}, inputs["out"])
+    root = tmp_path / "c" / jobs[0]
+    assert not (root / "model" / "code").exists()
+    assert (root / "output" / "failure").read_text() == "forced failure for the test"

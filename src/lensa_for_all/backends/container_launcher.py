@@ -3,7 +3,8 @@
 Standard library only: it runs before anything is installed. It
 
 1. starts the training entry point ``lensa_train.py`` (written by ``DreamBoothTrainer.package_source_dir``),
-   under ``torch.distributed.run`` with one process per GPU when the instance has several;
+   under ``accelerate launch --multi_gpu`` (torchrun underneath) with one process per GPU when the
+   instance has several, the same launch LocalBackend uses;
 2. forwards SIGTERM (a spot reclaim or ``StopTrainingJob``) to it so it can save a checkpoint;
 3. after a successful run, copies the endpoint handler into ``$SM_MODEL_DIR/code/`` so the
    ``model.tar.gz`` SageMaker uploads can be served by an endpoint without repacking it.
@@ -24,11 +25,11 @@ INFERENCE_REQUIREMENTS = "lensa_inference_requirements.txt"
 
 
 def build_command(here: Path, num_gpus: int) -> list[str]:
-    """The command that runs the training script: plain, or torchrun with one process per GPU."""
+    """The command that runs the training script: plain, or one process per GPU."""
     script = str(here / TRAIN_SCRIPT)
     if num_gpus > 1 and os.environ.get("LENSA_DISTRIBUTED", "1") != "0":
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={num_gpus}",
-                script]
+        return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+                str(num_gpus), script]
     return [sys.executable, script]
 
 

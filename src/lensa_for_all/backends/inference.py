@@ -9,7 +9,7 @@ JSON contract (also used by :class:`lensa_for_all.backends.endpoint.Endpoint`)::
               "guidance_scale", "height", "width", "seed", "num_images", "scheduler"}}
     response {"images": ["<base64 PNG>", ...], "seeds": [...], "parameters": {...}}
 
-Image ``i`` is generated with seed ``seed + i``, so any single image can be regenerated alone.
+Image ``i`` is generated alone with seed ``seed + i``, so any single image can be regenerated exactly.
 """
 
 from __future__ import annotations
@@ -117,15 +117,14 @@ def predict_fn(data: dict[str, Any], model: Any) -> dict[str, Any]:
     params["seed"] = base_seed
     model.scheduler = _scheduler(params["scheduler"], model.scheduler.config)
     device = getattr(model, "device", torch.device("cpu"))
-    generators = [torch.Generator(device="cpu" if device.type == "mps" else device).manual_seed(s) for s in seeds]
-    result = model(
-        prompt=[data["inputs"]] * len(seeds),
-        negative_prompt=[params["negative_prompt"]] * len(seeds) if params["negative_prompt"] else None,
-        num_inference_steps=params["num_inference_steps"], guidance_scale=params["guidance_scale"],
-        height=params["height"], width=params["width"], generator=generators,
-    )
     images = []
-    for image in result.images:
+    for seed in seeds:  # one at a time: batched kernels round differently, and each image must be reproducible
+        generator = torch.Generator(device="cpu" if device.type == "mps" else device).manual_seed(seed)
+        image = model(
+            prompt=data["inputs"], negative_prompt=params["negative_prompt"],
+            num_inference_steps=params["num_inference_steps"], guidance_scale=params["guidance_scale"],
+            height=params["height"], width=params["width"], generator=generator,
+        ).images[0]
         buf = io.BytesIO()
         image.save(buf, format="PNG")
         images.append(base64.b64encode(buf.getvalue()).decode("ascii"))
