@@ -96,35 +96,132 @@ def prepare_inputs(work: Path, *, model_size: str, resolution: int, num_photos: 
 # Worker side (runs in the measured child process)
 # ---------------------------------------------------------------------------------------------------
 
+class PhaseTimer:
+    """Wall time per step phase, from wrappers around the library calls both loops make.
+
+    The wrapped calls (UNet forward, VAE encode, text-encoder forward, backward, grad-norm clipping,
+    optimiser step, zero_grad, fetching a batch) are the same on both sides, so the breakdowns compare.
+    Only the outermost phase counts when calls nest; time outside every phase is reported as "other".
+    """
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.active = False
+        self._depth = 0
+
+    def wrap(self, owner: Any, attr: str, label: str) -> None:
+        import functools
+
+        original = getattr(owner, attr)
+        timer = self
+
+        @functools.wraps(original)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if not timer.active or timer._depth:
+                timer._depth += 1
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    timer._depth -= 1
+            timer._depth += 1
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                timer._depth -= 1
+                timer.totals[label] = timer.totals.get(label, 0.0) + time.perf_counter() - t0
+                timer.counts[label] = timer.counts.get(label, 0) + 1
+
+        setattr(owner, attr, timed)
+
+    def install(self) -> None:
+        import torch
+        import torch.utils.data.dataloader as dl
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+        from transformers import CLIPTextModel
+
+        self.wrap(UNet2DConditionModel, "forward", "UNet forward")
+        self.wrap(AutoencoderKL, "encode", "VAE encode")
+        self.wrap(CLIPTextModel, "forward", "text encoder forward")
+        self.wrap(torch.autograd, "backward", "backward")
+        self.wrap(torch.nn.utils, "clip_grad_norm_", "grad-norm clipping")
+        self.wrap(torch.optim.Optimizer, "zero_grad", "zero_grad")
+        self.wrap(dl._BaseDataLoaderIter, "__next__", "data loading")
+        try:
+            import accelerate
+
+            self.wrap(accelerate.Accelerator, "clip_grad_norm_", "grad-norm clipping")
+        except ImportError:
+            pass
+        # Optimiser steps through the global hooks, so any torch optimiser class is covered.
+        starts: list[float] = []
+
+        def pre(opt: Any, args: Any, kwargs: Any) -> None:
+            starts.append(time.perf_counter())
+            self._depth += 1
+
+        def post(opt: Any, args: Any, kwargs: Any) -> None:
+            self._depth -= 1
+            t0 = starts.pop()
+            if self.active and not self._depth:
+                self.totals["optimizer step"] = self.totals.get("optimizer step", 0.0) + time.perf_counter() - t0
+                self.counts["optimizer step"] = self.counts.get("optimizer step", 0) + 1
+
+        register_optimizer_step_pre_hook(pre)
+        register_optimizer_step_post_hook(post)
+
+
 class StepClock:
     """Timestamps step completions; optionally profiles the steps after warm-up."""
 
     def __init__(self, warmup: int, profile_steps: int, profile_out: Path | None) -> None:
         self.start = time.perf_counter()
         self.stamps: list[float] = []
+        self.cpu_stamps: list[float] = []  # process CPU time: robust to other processes on the machine
         self.hwm_kb_at_last_step = 0
         self.warmup = warmup
         self.profile_steps = profile_steps
         self.profile_out = profile_out
         self._profiler: Any = None
+        # The phase wrappers time steps [warmup, warmup + N); torch.profiler, which slows the steps it
+        # records, runs over the next N steps.
+        self.phases = PhaseTimer() if profile_steps else None
+        if self.phases is not None:
+            self.phases.install()
+
+    def phase_breakdown(self) -> dict[str, Any] | None:
+        """ms per step for each phase over the profiled window (``None`` when not profiling)."""
+        if self.phases is None or len(self.stamps) < self.warmup + self.profile_steps:
+            return None
+        window = self.stamps[self.warmup + self.profile_steps - 1] - self.stamps[self.warmup - 1]
+        per_step = {k: 1000 * v / self.profile_steps for k, v in self.phases.totals.items()}
+        per_step["other"] = 1000 * window / self.profile_steps - sum(per_step.values())
+        return {"step_ms": 1000 * window / self.profile_steps, "phases_ms": per_step,
+                "calls": dict(self.phases.counts)}
 
     def step_done(self) -> None:
         self.stamps.append(time.perf_counter())
+        self.cpu_stamps.append(time.process_time())
         self.hwm_kb_at_last_step = _vm_hwm_kb()
         n = len(self.stamps)
+        if self.phases is not None:
+            self.phases.active = self.warmup <= n < self.warmup + self.profile_steps
         if self.profile_out is not None and self.profile_steps:
-            if n == self.warmup:
+            if n == self.warmup + self.profile_steps:
                 import torch
 
                 self._profiler = torch.profiler.profile(
                     activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=False, with_stack=False)
                 self._profiler.__enter__()
-            elif n == self.warmup + self.profile_steps and self._profiler is not None:
+            elif n == self.warmup + 2 * self.profile_steps and self._profiler is not None:
                 self._profiler.__exit__(None, None, None)
                 table = self._profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=40)
                 table_total = self._profiler.key_averages().table(sort_by="cpu_time_total", row_limit=60)
                 self.profile_out.write_text(
-                    f"# {self.profile_steps} steps after {self.warmup} warm-up steps\n\n"
+                    f"# torch.profiler over steps {self.warmup + self.profile_steps + 1}-"
+                    f"{self.warmup + 2 * self.profile_steps}\n\n"
                     f"## by self CPU time\n{table}\n\n## by total CPU time\n{table_total}\n")
                 self._profiler = None
 
@@ -243,9 +340,10 @@ def run_ours(spec: dict[str, Any], clock: StepClock) -> None:
         if getattr(progress, "stage", "train") == "train" and progress.step > len(clock.stamps):
             clock.step_done()
 
-    training_loop.run_training(  # the loop's documented entry point
-        config, instance_dir=Path(spec["photos"]), class_dir=Path(spec["classes"]),
-        output_dir=Path(spec["output_dir"]), progress=on_progress,
+    out = Path(spec["output_dir"])
+    training_loop.train(
+        config, instance_dir=Path(spec["photos"]), output_dir=out, class_dir=Path(spec["classes"]),
+        checkpoint_dir=out.parent / "checkpoints", progress=on_progress,
     )
 
 
@@ -259,8 +357,10 @@ def worker_main(spec_path: Path) -> int:
     total = time.perf_counter() - t0
     result = {
         "step_end_times": [s - clock.start for s in clock.stamps],
+        "step_end_cpu_times": clock.cpu_stamps,
         "hwm_kb_at_last_step": clock.hwm_kb_at_last_step,
         "wall_s": total,
+        "phases": clock.phase_breakdown(),
     }
     Path(spec["result"]).write_text(json.dumps(result))
     return 0
@@ -303,14 +403,17 @@ def run_one(spec: dict[str, Any], run_dir: Path, threads: int) -> dict[str, Any]
     warm = spec["warmup"]
     if len(stamps) < warm + 2:
         raise RuntimeError(f"{spec['side']}: only {len(stamps)} step times recorded (need > warm-up + 1)")
-    deltas = [b - a for a, b in zip(stamps[warm - 1:], stamps[warm:], strict=False)] if warm else \
-        [stamps[0]] + [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    deltas = [b - a for a, b in zip(stamps[warm - 1:], stamps[warm:], strict=False)]
+    cpu = result["step_end_cpu_times"]
+    cpu_deltas = [b - a for a, b in zip(cpu[warm - 1:], cpu[warm:], strict=False)]
     return {
         "median_s_per_step": statistics.median(deltas),
+        "median_cpu_s_per_step": statistics.median(cpu_deltas),
         "step_s": deltas,
         "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux: KiB
         "train_hwm_mb": result["hwm_kb_at_last_step"] / 1024,
         "wall_s": result["wall_s"],
+        "phases": result.get("phases"),
     }
 
 
@@ -319,32 +422,64 @@ def _fmt_ratio(x: float | None) -> str:
 
 
 def render_table(summary: dict[str, dict[str, Any]]) -> str:
+    """Wall-clock s/step (the headline), CPU s/step (robust to a busy machine) and peak RSS, with ratios."""
     lines = [
-        "| case | reference s/step | ours s/step | speed (ours/ref steps/s) | reference peak RSS | "
-        "ours peak RSS | RSS ratio (ours/ref) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| case | reference s/step | ours s/step | speed (ours/ref steps/s) | reference CPU s/step | "
+        "ours CPU s/step | CPU speed | reference peak RSS | ours peak RSS | RSS ratio (ours/ref) |",
+        "| --- |" + " ---: |" * 9,
     ]
+
+    def cell(side: dict[str, Any] | None, key: str, fmt: str, suffix: str = "") -> str:
+        return "-" if side is None else format(side[key], fmt) + suffix
+
     for case, row in summary.items():
         ref, ours = row.get("reference"), row.get("ours")
-        speed = ref["median_s_per_step"] / ours["median_s_per_step"] if ref and ours else None
-        mem = ours["peak_rss_mb"] / ref["peak_rss_mb"] if ref and ours else None
-
-        def cell(side: dict[str, Any] | None, key: str, fmt: str, suffix: str = "") -> str:
-            return "-" if side is None else format(side[key], fmt) + suffix
-
+        both = ref is not None and ours is not None
+        speed = ref["median_s_per_step"] / ours["median_s_per_step"] if both else None  # type: ignore[index]
+        cpu_speed = ref["median_cpu_s_per_step"] / ours["median_cpu_s_per_step"] if both else None  # type: ignore[index]
+        mem = ours["peak_rss_mb"] / ref["peak_rss_mb"] if both else None  # type: ignore[index]
         lines.append(
             f"| {case} | {cell(ref, 'median_s_per_step', '.3f')} | {cell(ours, 'median_s_per_step', '.3f')} | "
-            f"{_fmt_ratio(speed)} | {cell(ref, 'peak_rss_mb', '.0f', ' MB')} | {cell(ours, 'peak_rss_mb', '.0f', ' MB')} | "
+            f"{_fmt_ratio(speed)} | {cell(ref, 'median_cpu_s_per_step', '.3f')} | "
+            f"{cell(ours, 'median_cpu_s_per_step', '.3f')} | {_fmt_ratio(cpu_speed)} | "
+            f"{cell(ref, 'peak_rss_mb', '.0f', ' MB')} | {cell(ours, 'peak_rss_mb', '.0f', ' MB')} | "
             f"{_fmt_ratio(mem)} |")
     return "\n".join(lines)
+
+
+def render_breakdowns(breakdowns: dict[str, dict[str, Any]]) -> str:
+    """One table per case: ms per step in each phase, per side."""
+    blocks = []
+    for case, sides in breakdowns.items():
+        names = sorted({k for b in sides.values() if b for k in b["phases_ms"]},
+                       key=lambda k: (k == "other", k))
+        header = "| phase (ms/step) | " + " | ".join(sides) + " |"
+        lines = [f"{case}:", "", header, "| --- |" + " ---: |" * len(sides)]
+        for name in names:
+            cells = []
+            for b in sides.values():
+                ms = b["phases_ms"].get(name) if b else None
+                cells.append("-" if ms is None else f"{ms:.1f} ({100 * ms / b['step_ms']:.0f}%)")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("| **step** | " + " | ".join(f"{b['step_ms']:.1f}" if b else "-" for b in sides.values())
+                     + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def _slug(case: str) -> str:
+    return case.replace("/", "-").replace(" ", "_")
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Median over repeats of each run's median s/step; max peak RSS over repeats; the spread too."""
     medians = [r["median_s_per_step"] for r in runs]
+    cpu_medians = [r["median_cpu_s_per_step"] for r in runs]
     return {
         "median_s_per_step": statistics.median(medians),
         "run_medians": medians,
+        "median_cpu_s_per_step": statistics.median(cpu_medians),
+        "run_cpu_medians": cpu_medians,
         "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
         "train_hwm_mb": max(r["train_hwm_mb"] for r in runs),
         "repeats": len(runs),
@@ -368,7 +503,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="runs per side and case (median of medians)")
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS for both sides")
     p.add_argument("--profile-steps", type=int, default=0,
-                   help="also profile this many steps after warm-up with torch.profiler (first repeat)")
+                   help="after the timed runs, one instrumented run per side and case: a per-phase "
+                   "breakdown of this many steps, then a torch.profiler table of as many more")
     p.add_argument("--work", type=Path, default=DEFAULT_WORK, help="scratch folder (models, runs, results)")
     p.add_argument("--json", type=Path, help="write the raw results here (default: WORK/results.json)")
     args = p.parse_args(argv)
@@ -411,25 +547,39 @@ def main(argv: list[str] | None = None) -> int:
         for case in args.cases:
             method, train_te = CASES[case]
             for side in args.sides:
-                slug = f"{side}-{case.replace('/', '-').replace(' ', '_')}-r{rep}"
+                slug = f"{side}-{_slug(case)}-r{rep}"
                 spec = {**base_spec, "side": side, "method": method, "train_text_encoder": train_te}
-                if args.profile_steps and rep == 0:
-                    spec["profile_steps"] = args.profile_steps
-                    spec["profile_out"] = str(work / "profiles" / f"{slug}.txt")
-                    (work / "profiles").mkdir(exist_ok=True)
                 res = run_one(spec, work / "runs" / slug, args.threads)
                 raw[case][side].append(res)
-                print(f"[{slug}] median {res['median_s_per_step']:.3f} s/step, "
+                print(f"[{slug}] median {res['median_s_per_step']:.3f} s/step "
+                      f"({res['median_cpu_s_per_step']:.3f} CPU s/step), "
                       f"peak RSS {res['peak_rss_mb']:.0f} MB, wall {res['wall_s']:.1f} s", flush=True)
+    breakdowns: dict[str, dict[str, Any]] = {}
+    if args.profile_steps:
+        # Separate, instrumented runs: their step times never enter the table.
+        (work / "profiles").mkdir(exist_ok=True)
+        for case in args.cases:
+            method, train_te = CASES[case]
+            for side in args.sides:
+                slug = f"{side}-{_slug(case)}"
+                spec = {**base_spec, "side": side, "method": method, "train_text_encoder": train_te,
+                        "steps": args.warmup + 2 * args.profile_steps + 1, "profile_steps": args.profile_steps,
+                        "profile_out": str(work / "profiles" / f"{slug}.txt")}
+                res = run_one(spec, work / "runs" / f"profile-{slug}", args.threads)
+                breakdowns.setdefault(case, {})[side] = res["phases"]
+                print(f"[profile {slug}] written to {spec['profile_out']}", flush=True)
     summary = {case: {side: summarise(runs) for side, runs in sides.items()} for case, sides in raw.items()}
     table = render_table(summary)
     out = args.json or work / "results.json"
     out.write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "summary": summary,
-                               "runs": raw}, indent=2))
+                               "runs": raw, "phase_breakdowns": breakdowns}, indent=2))
     print()
     print(f"{args.model_size} model, {args.resolution} px, batch 1 + prior preservation, "
           f"{args.steps} steps ({args.warmup} warm-up), {args.repeats} repeats, OMP_NUM_THREADS={args.threads}")
     print(table)
+    if breakdowns:
+        print()
+        print(render_breakdowns(breakdowns))
     print(f"\nraw results: {out}")
     return 0
 
