@@ -331,13 +331,12 @@ def _inspect(path: Path, *, subject_class: str, min_side: int, max_aspect: float
 
 
 def _analyse(path: Path, opened: OpenedPhoto, subject_class: str) -> Photo:
-    import cv2
     import numpy as np
 
     w, h = opened.size
-    small = opened.decode(ANALYSIS_SIDE)
+    small = opened.decode(ANALYSIS_SIDE, gray=True)
     scale = small.width / w
-    gray = cv2.cvtColor(np.asarray(small), cv2.COLOR_RGB2GRAY)
+    gray = np.array(small, dtype=np.uint8)
     small.close()
     warnings: list[str] = []
     if min(w, h) < RECOMMENDED_SIDE:
@@ -355,7 +354,7 @@ def _analyse(path: Path, opened: OpenedPhoto, subject_class: str) -> Photo:
             face_box = _clamp(found[0].scaled(1 / scale), (w, h))
             crop = face_crop((w, h), face_box)
             if len(found) > 1:
-                warnings.append(f"{len(found)} faces found; the crop follows the largest. Photos of the subject "
+                warnings.append(f"{len(found)} faces found; the crop follows the clearest. Photos of the subject "
                                 "alone work best.")
         else:
             warnings.append("No face found; a centre crop is used. If the face is hidden or turned away, "

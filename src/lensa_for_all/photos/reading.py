@@ -134,16 +134,20 @@ class OpenedPhoto:
         w, h = self.raw_size
         return (h, w) if self.orientation in (5, 6, 7, 8) else (w, h)
 
-    def decode(self, min_short_side: int | None = None) -> Image.Image:
-        """Decode to 8-bit RGB, upright; JPEGs are decoded at the smallest DCT scale whose short side
-        is still at least ``min_short_side`` (Pillow's draft mode), which skips most of the work."""
+    def decode(self, min_short_side: int | None = None, *, gray: bool = False) -> Image.Image:
+        """Decode to 8-bit RGB (or 8-bit grayscale with ``gray``), upright.
+
+        JPEGs are decoded at the smallest DCT scale whose short side is still at least
+        ``min_short_side`` (Pillow's draft mode), which skips most of the work; with ``gray`` only
+        their luma is decoded. A photo can be decoded once.
+        """
         from PIL import Image
 
         im = self.image
-        if min_short_side is not None and self.kind == "jpeg":
+        if self.kind == "jpeg" and (min_short_side is not None or gray):
             w, h = im.size
-            f = min(1.0, min_short_side / min(w, h))
-            im.draft(None, (max(1, math.ceil(w * f)), max(1, math.ceil(h * f))))
+            f = 1.0 if min_short_side is None else min(1.0, min_short_side / min(w, h))
+            im.draft("L" if gray else None, (max(1, math.ceil(w * f)), max(1, math.ceil(h * f))))
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -156,9 +160,12 @@ class OpenedPhoto:
                 raise UnreadablePhoto("truncated", "The file is truncated (only part of the photo was "
                                       "saved or copied); copy it again from the original.") from exc
             raise UnreadablePhoto("corrupt", f"The image data is corrupt and cannot be decoded ({exc}).") from exc
-        rgb = to_rgb8(im)
+        if gray:
+            out = im if im.mode == "L" and "transparency" not in im.info else to_rgb8(im).convert("L")
+        else:
+            out = to_rgb8(im)
         method = _TRANSPOSE.get(self.orientation)
-        return rgb if method is None else rgb.transpose(getattr(Image.Transpose, method))
+        return out if method is None else out.transpose(getattr(Image.Transpose, method))
 
     def close(self) -> None:
         self.image.close()
