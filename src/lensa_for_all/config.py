@@ -326,7 +326,7 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
         parsed = json.loads(raw)
     except json.JSONDecodeError:
         parsed = raw
-    if isinstance(parsed, str) and parsed.lower() in ("none", "null"):
+    if parsed is None or (isinstance(parsed, str) and parsed.lower() in ("none", "null")):
         return None
     ftype = str(attrs.fields_dict(TrainingConfig)[name].type)
     if ftype.startswith("bool"):

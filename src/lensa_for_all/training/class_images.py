@@ -67,12 +67,11 @@ def ensure_class_images(config: TrainingConfig, *, cache_root: Path | None = Non
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     pipe = StableDiffusionPipeline.from_pretrained(
-        config.base_model, revision=config.revision, torch_dtype=dtype, safety_checker=None,
-        requires_safety_checker=False,
+        config.base_model, revision=config.revision, safety_checker=None, requires_safety_checker=False,
     )
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
-    pipe.to(device)
+    pipe.to(device, dtype)
     total = config.num_class_images
     batch = config.class_image_batch_size
     done = 0

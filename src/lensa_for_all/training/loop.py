@@ -27,7 +27,7 @@ from ..config import TrainingConfig
 from ..errors import ConfigError, OutOfMemoryError, PhotoSetError, TrainingError
 from .data import MIN_PHOTOS, list_images
 
-__all__ = ["train", "resolve_mixed_precision"]
+__all__ = ["train", "resolve_mixed_precision", "noisy_and_target"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,21 @@ def _make_optimizer(config: TrainingConfig, groups: list[dict[str, Any]], device
         return torch.optim.AdamW(groups, fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):
         return torch.optim.AdamW(groups, foreach=True, **kwargs)
+
+
+def noisy_and_target(latents: Any, noise: Any, timesteps: Any, alphas_cumprod: Any,
+                     prediction_type: str) -> tuple[Any, Any, Any]:
+    """The forward-diffusion sample and the UNet's regression target (noise, or velocity for v-prediction).
+
+    The same arithmetic as ``DDPMScheduler.add_noise`` / ``get_velocity``, in float32, without their
+    per-call device transfers. Also returns alpha-bar per sample (for min-SNR weighting).
+    """
+    n = latents.shape[0]
+    ac = alphas_cumprod[timesteps].float().view(n, 1, 1, 1)
+    sqrt_ac, sqrt_one_minus = ac.sqrt(), (1 - ac).sqrt()
+    noisy = sqrt_ac * latents + sqrt_one_minus * noise
+    target = noise if prediction_type == "epsilon" else sqrt_ac * noise - sqrt_one_minus * latents
+    return noisy, target, ac
 
 
 class _Sampler:
@@ -439,10 +454,8 @@ class _Run:
             noise = noise + cfg.offset_noise * torch.randn((n, latents.shape[1], 1, 1), generator=generator)
         timesteps = torch.randint(0, num_timesteps, (n,), generator=generator)
         latents, noise, timesteps = latents.to(device), noise.to(device), timesteps.to(device)
-        ac = alphas_cumprod[timesteps].float().view(n, 1, 1, 1)
-        sqrt_ac, sqrt_one_minus = ac.sqrt(), (1 - ac).sqrt()
-        noisy = (sqrt_ac * latents + sqrt_one_minus * noise).to(dtype)
-        target = noise if prediction_type == "epsilon" else sqrt_ac * noise - sqrt_one_minus * latents
+        noisy, target, ac = noisy_and_target(latents, noise, timesteps, alphas_cumprod, prediction_type)
+        noisy = noisy.to(dtype)
 
         rows = [0] * bsz + ([1] * bsz if len(parts) > 1 else [])
         if cached_embeddings is not None:

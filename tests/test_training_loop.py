@@ -1,0 +1,268 @@
+"""The training loop in-process on the tiny model: learning, bit-for-bit resume, v-prediction, class images,
+early stopping, LoRA exports and the errors a user can cause."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from training_helpers import make_subject_photos, tiny_config
+
+from lensa_for_all.backends.base import TrainingProgress
+from lensa_for_all.errors import ModelNotFoundError, PhotoSetError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread; several threads thrash on a shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_subject_photos(tmp_path_factory.mktemp("photos") / "subject")
+
+
+def _losses(out: Path) -> list[float]:
+    return [float(x) for x in json.loads((out / "metrics.json").read_text())["losses"]]
+
+
+@pytest.mark.slow
+def test_loss_falls_clearly_over_a_few_dozen_steps(tiny_sd: Path, photos: Path, tmp_path: Path) -> None:
+    from lensa_for_all.training.loop import train
+
+    cfg = tiny_config(tiny_sd, "full", with_prior_preservation=False, train_text_encoder=False,
+                      max_train_steps=40, learning_rate=1e-3, random_flip=False)
+    metrics = train(cfg, photos, tmp_path / "out", checkpoint_dir=tmp_path / "ck")
+    losses = _losses(tmp_path / "out")
+    assert len(losses) == 40 and metrics["steps"] == 40
+    first, last = statistics.fmean(losses[:8]), statistics.fmean(losses[-8:])
+    assert last < 0.5 * first, (first, last)
+    assert metrics["final_loss"] < metrics["initial_loss"]
+
+
+@pytest.mark.slow
+def test_interrupt_and_resume_gives_identical_weights(tiny_sd: Path, photos: Path, tmp_path: Path) -> None:
+    """LoRA on UNet and text encoder, prior preservation, dropout, warm-up + cosine: all of it resumes exactly."""
+    from safetensors.torch import load_file
+
+    from lensa_for_all.training.checkpoints import list_checkpoints
+    from lensa_for_all.training.loop import train
+
+    cfg = tiny_config(tiny_sd, "lora", max_train_steps=8, checkpointing_steps=2, checkpoints_total_limit=2,
+                      lr_scheduler="cosine", lr_warmup_steps=2, learning_rate=1e-3, lora_dropout=0.1)
+    assert cfg.with_prior_preservation and cfg.train_text_encoder
+    cache = tmp_path / "class-cache"
+    train(cfg, photos, tmp_path / "a" / "out", checkpoint_dir=tmp_path / "a" / "ck", class_image_cache=cache)
+
+    def interrupt(p: TrainingProgress) -> None:
+        if p.stage == "train" and p.step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, photos, tmp_path / "b" / "out", checkpoint_dir=tmp_path / "b" / "ck", class_image_cache=cache,
+              progress=interrupt)
+    kept = [p.name for p in list_checkpoints(tmp_path / "b" / "ck")]
+    assert kept == ["checkpoint-000002", "checkpoint-000004"]  # total limit 2
+    assert not (tmp_path / "b" / "out" / "pytorch_lora_weights.safetensors").exists()
+    metrics = train(cfg, photos, tmp_path / "b" / "out", checkpoint_dir=tmp_path / "b" / "ck",
+                    class_image_cache=cache)
+    assert metrics["resumed_from"].endswith("checkpoint-000004")
+
+    a = load_file(str(tmp_path / "a" / "out" / "pytorch_lora_weights.safetensors"))
+    b = load_file(str(tmp_path / "b" / "out" / "pytorch_lora_weights.safetensors"))
+    assert a.keys() == b.keys() and any(k.startswith("text_encoder.") for k in a)
+    assert all(bool((a[k] == b[k]).all()) for k in a)
+    assert _losses(tmp_path / "a" / "out") == _losses(tmp_path / "b" / "out")
+
+
+def test_noisy_sample_and_targets_match_the_scheduler() -> None:
+    import torch
+    from diffusers import DDPMScheduler
+
+    from lensa_for_all.training.loop import noisy_and_target
+
+    sched = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    g = torch.Generator().manual_seed(0)
+    latents, noise = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
+    t = torch.tensor([1, 500, 999])
+    noisy, eps_target, _ = noisy_and_target(latents, noise, t, sched.alphas_cumprod, "epsilon")
+    torch.testing.assert_close(noisy, sched.add_noise(latents, noise, t))
+    assert eps_target is noise
+    _, v_target, _ = noisy_and_target(latents, noise, t, sched.alphas_cumprod, "v_prediction")
+    torch.testing.assert_close(v_target, sched.get_velocity(latents, noise, t))
+
+
+def test_v_prediction_model_trains(tiny_sd_v: Path, photos: Path, tmp_path: Path) -> None:
+    import math
+
+    from lensa_for_all.training.loop import train
+
+    cfg = tiny_config(tiny_sd_v, "lora", with_prior_preservation=False, train_text_encoder=False, max_train_steps=3,
+                      snr_gamma=5.0, offset_noise=0.05)
+    metrics = train(cfg, photos, tmp_path / "out", checkpoint_dir=tmp_path / "ck")
+    manifest = json.loads((tmp_path / "out" / "lensa_manifest.json").read_text())
+    assert manifest["prediction_type"] == "v_prediction" == metrics["prediction_type"]
+    assert all(math.isfinite(x) for x in _losses(tmp_path / "out"))
+
+
+def test_class_image_cache_is_reused(tiny_sd: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    from lensa_for_all.training.class_images import class_image_cache_key, ensure_class_images
+    from lensa_for_all.training.data import list_images
+
+    cfg = tiny_config(tiny_sd, "lora", num_class_images=3)
+    seen = []
+    folder = ensure_class_images(cfg, cache_root=tmp_path, device="cpu", progress=seen.append)
+    images = list_images(folder)
+    assert len(images) == 3 and seen[-1].stage == "class_images" and seen[-1].step == 3
+    with Image.open(images[0]) as im:
+        assert im.size == (64, 64)
+    stamp = [p.stat().st_mtime_ns for p in images]
+
+    import diffusers
+
+    def no_generation(*a: object, **k: object) -> None:
+        raise AssertionError("class images were generated again instead of reused")
+
+    monkeypatch.setattr(diffusers.StableDiffusionPipeline, "from_pretrained", no_generation)
+    assert ensure_class_images(cfg, cache_root=tmp_path) == folder
+    assert [p.stat().st_mtime_ns for p in images] == stamp
+    # the key covers model, revision, prompt, resolution and count
+    key = class_image_cache_key(cfg.base_model, None, cfg.class_prompt_text, 64, 3)
+    assert folder.name == key
+    assert len({key, class_image_cache_key(cfg.base_model, None, cfg.class_prompt_text, 64, 4),
+                class_image_cache_key(cfg.base_model, "v2", cfg.class_prompt_text, 64, 3),
+                class_image_cache_key(cfg.base_model, None, "a photo of dog", 64, 3),
+                class_image_cache_key(cfg.base_model, None, cfg.class_prompt_text, 128, 3)}) == 5
+
+
+def test_user_class_images_are_used_without_generation(tiny_sd: Path, photos: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import diffusers
+
+    from lensa_for_all.training.loop import train
+
+    monkeypatch.setattr(diffusers.StableDiffusionPipeline, "from_pretrained",
+                        lambda *a, **k: pytest.fail("should not generate class images"))
+    class_dir = make_subject_photos(tmp_path / "class", n=3, seed=7)
+    cfg = tiny_config(tiny_sd, "lora", max_train_steps=2, num_class_images=2, train_text_encoder=False)
+    metrics = train(cfg, photos, tmp_path / "out", class_dir=class_dir, checkpoint_dir=tmp_path / "ck",
+                    class_image_cache=tmp_path / "cache")
+    assert metrics["num_class_images"] == 2
+    assert not (tmp_path / "cache").exists()
+
+
+class _ScriptedEvaluator:
+    """Scores that get worse after the first evaluation (lower is better)."""
+
+    name = "scripted"
+    higher_is_better = False
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def score(self, generated: list, references: list) -> float:
+        assert generated and references and generated[0].size == references[0].size == (64, 64)
+        self.calls.append(len(generated))
+        return float(len(self.calls))
+
+
+@pytest.mark.slow
+def test_early_stopping_keeps_the_best_weights(tiny_sd: Path, photos: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from lensa_for_all.training.loop import train
+
+    common = dict(with_prior_preservation=False, train_text_encoder=False, learning_rate=1e-3,
+                  validation_prompts=("a photo of {token} {subject_class}",), validation_inference_steps=1)
+    cfg = tiny_config(tiny_sd, "lora", max_train_steps=10, validation_steps=1, early_stopping=True,
+                      early_stopping_patience=2, **common)
+    evaluator = _ScriptedEvaluator()
+    metrics = train(cfg, photos, tmp_path / "es" / "out", checkpoint_dir=tmp_path / "es" / "ck", evaluator=evaluator)
+    assert metrics["stopped_early"] and metrics["steps"] == 3
+    assert metrics["best_step"] == 1 and metrics["best_score"] == 1.0
+    assert len(evaluator.calls) == 3
+    assert sorted(p.name for p in (tmp_path / "es" / "out" / "validation").iterdir()) == [
+        "step-000001", "step-000002", "step-000003"]
+
+    one = tiny_config(tiny_sd, "lora", max_train_steps=1, **common)
+    train(one, photos, tmp_path / "one" / "out", checkpoint_dir=tmp_path / "one" / "ck")
+    best = load_file(str(tmp_path / "es" / "out" / "pytorch_lora_weights.safetensors"))
+    after_one = load_file(str(tmp_path / "one" / "out" / "pytorch_lora_weights.safetensors"))
+    assert all(bool((best[k] == after_one[k]).all()) for k in best)
+
+
+def test_lora_exports_and_manifest(tiny_sd: Path, photos: Path, tmp_path: Path) -> None:
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from safetensors import safe_open
+
+    from lensa_for_all.training.loop import train
+
+    cfg = tiny_config(tiny_sd, "lora", with_prior_preservation=False, max_train_steps=2, learning_rate=1e-2,
+                      lora_alpha=8.0)
+    train(cfg, photos, tmp_path / "out", checkpoint_dir=tmp_path / "ck")
+    out = tmp_path / "out"
+    with safe_open(str(out / "ohwx_lora_kohya.safetensors"), "pt") as f:
+        keys = list(f.keys())
+        alphas = {float(f.get_tensor(k)) for k in keys if k.endswith(".alpha")}
+    assert alphas == {8.0}
+    assert any(k.startswith("lora_unet_") and k.endswith(".lora_down.weight") for k in keys)
+    assert any(k.startswith("lora_te_text_model_encoder_layers_") for k in keys)
+
+    manifest = json.loads((out / "lensa_manifest.json").read_text())
+    for key in ("method", "base_model", "revision", "token", "subject_class", "steps", "final_loss", "metrics",
+                "library_version", "resolution", "prediction_type", "lora_weights", "kohya_weights"):
+        assert key in manifest, key
+    assert manifest["method"] == "lora" and manifest["steps"] == 2 and manifest["token"] == "ohwx"
+    assert (out / "README.md").read_text().startswith("---\nlibrary_name: diffusers")
+    assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pt")) and not list(out.rglob("*.pkl"))
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd)
+    ids = pipe.tokenizer(["a photo of ohwx person"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        before = pipe.text_encoder(ids)[0]
+        pipe.load_lora_weights(out)
+        after = pipe.text_encoder(ids)[0]
+    assert not torch.allclose(before, after)
+
+
+def test_too_few_photos_and_bad_base_models(tiny_sd: Path, tmp_path: Path) -> None:
+    from lensa_for_all.training.loop import train
+
+    two = make_subject_photos(tmp_path / "two", n=2)
+    with pytest.raises(PhotoSetError, match="at least 3"):
+        train(tiny_config(tiny_sd), two, tmp_path / "out")
+    enough = make_subject_photos(tmp_path / "four", n=4)
+    with pytest.raises(ModelNotFoundError, match="model_index.json"):
+        train(tiny_config(tmp_path / "four"), enough, tmp_path / "out")
+    not_sd = tmp_path / "not-sd"
+    not_sd.mkdir()
+    (not_sd / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline", "unet": [],
+                                                         "text_encoder_2": []}))
+    with pytest.raises(ModelNotFoundError, match="not Stable Diffusion 1.x/2.x"):
+        train(tiny_config(not_sd), enough, tmp_path / "out")
+    with pytest.raises(ModelNotFoundError, match="cannot be found"):
+        train(tiny_config(tiny_sd).replace(base_model="nobody/no-such-model"), enough, tmp_path / "out")
+
+
+def test_prepared_folder_manifest_order_is_used(tmp_path: Path) -> None:
+    from lensa_for_all.training.data import list_images
+
+    folder = make_subject_photos(tmp_path / "prepared", n=3)
+    (folder / "manifest.json").write_text(json.dumps({"photos": [{"file": "photo-02.png"}, {"file": "photo-00.png"}]}))
+    assert [p.name for p in list_images(folder)] == ["photo-02.png", "photo-00.png"]
+    (folder / "manifest.json").unlink()
+    assert [p.name for p in list_images(folder)] == ["photo-00.png", "photo-01.png", "photo-02.png"]
+    with pytest.raises(PhotoSetError, match="does not exist"):
+        list_images(tmp_path / "nowhere")
