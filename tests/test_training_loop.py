@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from training_helpers import make_subject_photos, tiny_config
 
 from lensa_for_all.backends.base import TrainingProgress
 from lensa_for_all.errors import ModelNotFoundError, PhotoSetError
+from training_helpers import make_subject_photos, tiny_config
 
 
 @pytest.fixture(autouse=True, scope="module")
