@@ -49,32 +49,31 @@ def scheduler_names() -> list[str]:
 
 
 def _spec(name: str) -> SchedulerSpec:
-    key = name.strip().lower().replace("-", "_").replace(" ", "_").replace("+", "p")
-    if key in SCHEDULERS:
-        return SCHEDULERS[key]
-    raise ConfigError(f"Unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}.")
+    return SCHEDULERS[canonical_name(name)]
 
 
 def canonical_name(name: str) -> str:
-    """The short name for ``name`` (accepts ``"DPM++ 2M Karras"`` style names too)."""
-    try:
-        spec = _spec(name)
-    except ConfigError:
-        return from_a1111_name(name)
-    return next(k for k, v in SCHEDULERS.items() if v is spec)
+    """The short name for ``name`` (accepts A1111 names like ``"DPM++ 2M Karras"`` too)."""
+    key = name.strip().lower().replace("-", "_").replace(" ", "_").replace("+", "p")
+    if key in SCHEDULERS:
+        return key
+    for short, spec in SCHEDULERS.items():
+        if spec.a1111.lower() == name.strip().lower():
+            return short
+    raise ConfigError(f"Unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}.")
 
 
 def make_scheduler(name: str, base_config: Mapping[str, Any]) -> Any:
     """A new scheduler ``name`` configured from ``base_config`` (the model's own scheduler config)."""
     import diffusers
 
-    spec = _spec(canonical_name(name))
+    spec = _spec(name)
     cls = getattr(diffusers, spec.class_name)
     return cls.from_config(dict(base_config), **spec.overrides)
 
 
 def a1111_name(name: str) -> str:
-    return _spec(canonical_name(name)).a1111
+    return _spec(name).a1111
 
 
 def from_a1111_name(sampler: str, schedule_type: str | None = None) -> str:

@@ -52,7 +52,7 @@ def _clean_fragment(fragment: str) -> str:
 def _is_junk(fragment: str) -> bool:
     letters = len(_WORD.findall(fragment))
     words = fragment.split()
-    return (letters < 3 or letters < len(fragment.replace(" ", "")) * 0.6 or len(words) > 8
+    return (letters == 0 or len(fragment) < 2 or letters < len(fragment.replace(" ", "")) * 0.5 or len(words) > 8
             or not all(_GOOD_WORD.match(w.strip(".")) for w in words))
 
 

@@ -1,0 +1,239 @@
+"""AvatarModel on tiny random models: full folders, LoRA, s3:// tarballs, metadata, reproducibility, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from generation_helpers import make_lora_model, tar_folder
+from lensa_for_all.errors import ConfigError, GenerationError, ModelNotFoundError
+from lensa_for_all.generation import Avatar, AvatarModel, AvatarPack, parse_parameters, read_png_parameters
+from lensa_for_all.generation.pack import CONTACT_SHEET_NAME, INDEX_NAME
+from lensa_for_all.generation.schedulers import SCHEDULERS, a1111_name, from_a1111_name, make_scheduler
+from lensa_for_all.prompts import Prompt
+
+STEPS = 3
+
+
+def _px(image: Any) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_sd: Path) -> AvatarModel:
+    return AvatarModel.load(tiny_sd)
+
+
+@pytest.fixture(scope="module")
+def lora_dir(tiny_sd: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_lora_model(tiny_sd, tmp_path_factory.mktemp("lora") / "model")
+
+
+# -- full folder, pack, metadata ----------------------------------------------------------------------
+def test_generate_from_full_folder(model: AvatarModel) -> None:
+    pack = model.generate(model.prompt_generator(), 3, seed=11, num_inference_steps=STEPS)
+    assert isinstance(pack, AvatarPack) and len(pack) == 3 and not pack.interrupted
+    assert [a.seed for a in pack] == [11, 12, 13]
+    assert model.default_size == (64, 64)
+    for a in pack:
+        assert a.image.size == (64, 64) and a.scheduler == "dpmpp_2m_karras" and a.num_inference_steps == STEPS
+        assert a.prompt.count("ohwx person") == 1 and a.style and a.negative_prompt
+        assert a.lora_scale is None and a.model == "tiny-sd"
+        assert _px(a.image).std() > 1  # a real decoded image, not a blank
+    assert np.abs(_px(pack[0].image) - _px(pack[1].image)).max() > 0
+
+
+def test_save_writes_pngs_index_and_contact_sheet(model: AvatarModel, tmp_path: Path) -> None:
+    from PIL import Image
+
+    pack = model.generate(["portrait of ohwx person", Prompt("ohwx person, oil painting", "blurry", "oil")], 5,
+                          seed=3, num_inference_steps=2, guidance_scale=6.0, scheduler="euler_a")
+    paths = pack.save(tmp_path)
+    assert len(paths) == 5 and len(set(paths)) == 5 and all(p.suffix == ".png" for p in paths)
+    index = json.loads((tmp_path / INDEX_NAME).read_text())
+    assert [e["file"] for e in index["avatars"]] == [p.name for p in paths]
+    assert index["contact_sheet"] == CONTACT_SHEET_NAME
+    with Image.open(tmp_path / CONTACT_SHEET_NAME) as sheet:  # 3 columns x 2 rows of 64 px, 4 px gaps
+        assert sheet.size == (3 * 64 + 4 * 4, 2 * 64 + 3 * 4)
+    with Image.open(paths[1]) as im:
+        text = im.info["parameters"]
+    assert text.splitlines()[0] == "ohwx person, oil painting"
+    assert text.splitlines()[1] == "Negative prompt: blurry"
+    assert "Steps: 2, Sampler: Euler a, CFG scale: 6.0, Seed: 4, Size: 64x64, Model: tiny-sd, Style: oil" in text
+    assert read_png_parameters(paths[1]) == pack[1].parameters()
+    # saving again into the same folder never overwrites: new unique names, one merged index
+    again = pack.save(tmp_path)
+    assert not set(again) & set(paths)
+    assert len(json.loads((tmp_path / INDEX_NAME).read_text())["avatars"]) == 10
+    loaded = AvatarPack.load(tmp_path)
+    assert len(loaded) == 10 and (_px(loaded[0].image) == _px(pack[0].image)).all()
+
+
+def test_parameters_round_trip_and_a1111_text() -> None:
+    a1111 = ("masterpiece, ohwx man, by artist: x\nwith a second line\nNegative prompt: ugly, blurry\n"
+             'Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 42, Size: 512x768, '
+             'Model hash: abc, Model: "s3://b/k, v2", Version: v1.9.0')
+    p = parse_parameters(a1111)
+    assert p["prompt"] == "masterpiece, ohwx man, by artist: x\nwith a second line"
+    assert p["negative_prompt"] == "ugly, blurry"
+    assert (p["scheduler"], p["seed"], p["width"], p["height"], p["guidance_scale"]) == (
+        "dpmpp_2m_karras", 42, 512, 768, 7.0)
+    assert p["model"] == "s3://b/k, v2"
+    with pytest.raises(GenerationError, match="incomplete"):
+        parse_parameters("just a prompt\nSteps: 20, Sampler: Euler, CFG scale: 7")
+
+
+def test_schedulers_by_name_keep_the_model_config(tiny_sd_v: Path) -> None:
+    from diffusers import PNDMScheduler
+
+    base = PNDMScheduler.from_pretrained(tiny_sd_v, subfolder="scheduler").config
+    for name, spec in SCHEDULERS.items():
+        sched = make_scheduler(name, base)
+        assert type(sched).__name__ == spec.class_name
+        assert sched.config.prediction_type == "v_prediction"
+        assert from_a1111_name(a1111_name(name)) == name
+    assert make_scheduler("DPM++ 2M Karras", base).config.use_karras_sigmas is True
+    with pytest.raises(ConfigError, match="Unknown scheduler"):
+        make_scheduler("dpm_fast", base)
+
+
+def test_v_prediction_model_generates_with_its_own_defaults(tiny_sd_v: Path) -> None:
+    m = AvatarModel.load(tiny_sd_v, scheduler="unipc")
+    (a,) = m.generate("ohwx person", seed=1, num_inference_steps=2)
+    assert m.pipeline.scheduler.config.prediction_type == "v_prediction"
+    assert a.scheduler == "unipc" and a.image.size == m.default_size == (64, 64)
+
+
+# -- reproducibility and interruption -------------------------------------------------------------------
+def test_regenerate_from_png_is_bit_identical(model: AvatarModel, tmp_path: Path) -> None:
+    pack = model.generate(model.prompt_generator(), 2, seed=77, num_inference_steps=STEPS)
+    paths = pack.save(tmp_path)
+    again = model.regenerate(paths[1])
+    assert again.parameters() == pack[1].parameters()
+    assert (_px(again.image) == _px(Avatar.from_png(paths[1]).image)).all()
+    assert (_px(again.image) == _px(pack[1].image)).all()
+
+
+def test_regenerate_batched_image_uses_its_batch(model: AvatarModel, tmp_path: Path) -> None:
+    pack = model.generate(["ohwx person, a", "ohwx person, b", "ohwx person, c"], seed=5, num_inference_steps=2,
+                          batch_size=2)
+    assert [(a.batch_size, a.batch_index) for a in pack] == [(2, 0), (2, 1), (1, 0)]
+    paths = pack.save(tmp_path)
+    assert f"Batch size: 2, Batch pos: 1, Batch id: {pack[1].batch_id}" in pack[1].a1111_parameters()
+    assert read_png_parameters(paths[1])["batch_index"] == 1
+    again = model.regenerate(paths[1])
+    assert (_px(again.image) == _px(pack[1].image)).all()
+
+
+def test_interrupted_pack_keeps_finished_images(model: AvatarModel, tmp_path: Path) -> None:
+    calls = {"n": 0}
+
+    def stop_in_third_image(pipe: Any, step: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        calls["n"] += 1
+        if calls["n"] == 2 * STEPS + 2:  # two images done, the third one mid-way
+            raise KeyboardInterrupt
+        return kwargs
+
+    pack = model.generate(model.prompt_generator(), 5, seed=1, num_inference_steps=STEPS,
+                          callback_on_step_end=stop_in_third_image, out_dir=tmp_path / "out")
+    assert pack.interrupted and len(pack) == 2 and pack.requested == 5
+    pngs = sorted((tmp_path / "out").glob("*.png"))
+    assert [p.name for p in pngs] == [f"{i:03d}-{a.style}-{a.seed}.png" for i, a in enumerate(pack)]
+    assert len(json.loads((tmp_path / "out" / INDEX_NAME).read_text())["avatars"]) == 2
+    assert (tmp_path / "out" / CONTACT_SHEET_NAME).is_file()
+    assert not list((tmp_path / "out").glob(".*tmp*"))  # no half-written files
+
+
+def test_on_avatar_interrupt_and_iter_generate(model: AvatarModel) -> None:
+    seen: list[Avatar] = []
+
+    def stop_after_one(a: Avatar) -> None:
+        seen.append(a)
+        raise KeyboardInterrupt
+
+    pack = model.generate("ohwx person", 3, seed=9, num_inference_steps=2, on_avatar=stop_after_one)
+    assert pack.interrupted and len(pack) == 1 and seen[0] is pack[0]
+    it = model.iter_generate("ohwx person", 2, seed=9, num_inference_steps=2)
+    first = next(it)
+    assert (_px(first.image) == _px(pack[0].image)).all()
+
+
+def test_bad_inputs_raise_clear_errors(model: AvatarModel, tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="not a trained model"):
+        AvatarModel.load(tmp_path)
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "pytorch_lora_weights.safetensors").write_bytes(b"")
+    with pytest.raises(ModelNotFoundError, match="base model"):
+        AvatarModel.load(tmp_path / "w")
+    with pytest.raises(ModelNotFoundError, match="neither"):
+        AvatarModel.load(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="multiples of 8"):
+        model.generate("ohwx person", width=60)
+    with pytest.raises(ConfigError, match="PromptGenerator"):
+        model.generate("ohwx person", styles=["anime"])
+
+
+# -- LoRA, s3, CLI --------------------------------------------------------------------------------------
+def test_lora_on_base_model(tiny_sd: Path, lora_dir: Path, model: AvatarModel) -> None:
+    lora = AvatarModel.load(lora_dir)
+    assert lora.is_lora and lora.token == "zwx" and lora.subject_class == "dog"
+    gen = lora.prompt_generator()
+    assert gen.subject == "zwx dog" and gen.subject_kind == "pet"
+    (a,) = lora.generate("zwx dog", seed=4, num_inference_steps=STEPS)
+    (half,) = lora.generate("zwx dog", seed=4, num_inference_steps=STEPS, lora_scale=0.5)
+    (off,) = lora.generate("zwx dog", seed=4, num_inference_steps=STEPS, lora_scale=0.0)
+    (base,) = model.generate("zwx dog", seed=4, num_inference_steps=STEPS,
+                             negative_prompt=a.negative_prompt)
+    assert a.lora_scale == 1.0 and half.lora_scale == 0.5
+    assert np.abs(_px(a.image) - _px(base.image)).mean() > 1  # the LoRA changes the image
+    assert np.abs(_px(half.image) - _px(a.image)).mean() > 0
+    assert np.abs(_px(off.image) - _px(base.image)).max() <= 1  # scale 0 is the base model
+    assert "Lora scale: 1.0" in a.a1111_parameters()
+
+
+def test_load_from_s3_tarball_once(tiny_sd: Path, aws_env: str, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import boto3
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="models")
+    # a full model with its manifest, packed the way SageMaker packs SM_MODEL_DIR
+    folder = tmp_path / "trained"
+    shutil.copytree(tiny_sd, folder)
+    (folder / "lensa_manifest.json").write_text(json.dumps({"method": "full", "base_model": "x", "token": "sks",
+                                                            "subject_class": "cat", "resolution": 64}))
+    s3.upload_file(str(tar_folder(folder, tmp_path / "model.tar.gz")), "models", "run1/model.tar.gz")
+    cache = tmp_path / "cache"
+    m = AvatarModel.load("s3://models/run1/model.tar.gz", cache_dir=cache)
+    assert m.name == "s3://models/run1/model.tar.gz" and m.token == "sks" and m.subject_class == "cat"
+    (a,) = m.generate(m.prompt_generator(), 1, seed=2, num_inference_steps=2)
+    assert "sks cat" in a.prompt and a.image.size == (64, 64)
+
+    import lensa_for_all.generation.sources as sources
+
+    def no_download(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("downloaded twice")
+
+    monkeypatch.setattr(sources, "safe_extract", no_download)
+    AvatarModel.load("s3://models/run1/model.tar.gz", cache_dir=cache)  # cached: no second download
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        AvatarModel.load("s3://models/run2/model.tar.gz", cache_dir=cache)
+
+
+def test_generate_cli(tiny_sd: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lensa_for_all.cli.main import main
+
+    out = tmp_path / "avatars"
+    assert main(["generate", str(tiny_sd), "--out", str(out), "-n", "2", "--steps", "2", "--seed", "8",
+                 "--styles", "anime", "--scheduler", "ddim"]) == 0
+    assert "2 of 2 avatars" in capsys.readouterr().out
+    entries = json.loads((out / INDEX_NAME).read_text())["avatars"]
+    assert [e["seed"] for e in entries] == [8, 9] and {e["scheduler"] for e in entries} == {"ddim"}
+    assert all(e["style"] in {"anime_portrait", "studio_ghibli_like", "manga_ink", "chibi"} for e in entries)
+    assert main(["generate", str(tmp_path / "nothing"), "--out", str(out)]) == 1
+    assert "neither" in capsys.readouterr().err
