@@ -24,6 +24,7 @@ EXIT_INTERRUPTED = 130
 # Modules under lensa_for_all.cli that define ``register(subparsers)``.
 COMMAND_MODULES: tuple[str, ...] = (
     "train",
+    "generate",
     "endpoints",
     "photos",
 )
