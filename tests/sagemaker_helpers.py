@@ -106,7 +106,7 @@ def _decode_hps(hps: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any]]
 
 
 def play_container(session: Any, job_name: str, work: Path, *, env: Mapping[str, str] | None = None,
-                   upload_model: bool = True) -> int:
+                   upload_model: bool = True, kill_at_step: int | None = None) -> int:
     """Run ``job_name`` the way SageMaker's training container would; return the program's exit code."""
     sm, s3 = session.client("sagemaker"), session.client("s3")
     account = session.account_id
@@ -137,23 +137,47 @@ def play_container(session: Any, job_name: str, work: Path, *, env: Mapping[str,
         "SM_HPS": json.dumps(user_hps), "SM_NUM_GPUS": "0", "SM_CURRENT_HOST": "algo-1",
         "LENSA_CHECKPOINT_DIR": str(ckpt), **dict(env or {}),
     }
-    proc = subprocess.run([sys.executable, str(code / fw["sagemaker_program"])], cwd=code, env=run_env,
-                          capture_output=True, text=True, timeout=600)
-    (root / "container.log").write_text(proc.stdout + proc.stderr)
-    put_log_lines(session, job_name, (proc.stdout + proc.stderr).splitlines() or ["(no output)"])
+    proc = subprocess.Popen([sys.executable, str(code / fw["sagemaker_program"])], cwd=code, env=run_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line.rstrip("\n"))
+        if kill_at_step is not None and line.startswith("LENSA_PROGRESS "):
+            report = json.loads(line[len("LENSA_PROGRESS "):])
+            if report["step"] == kill_at_step and report.get("stage", "train") == "train":
+                lines.append("instance reclaimed")
+                _kill_tree(proc.pid)
+                break
+    returncode = proc.wait(timeout=600)
+    (root / "container.log").write_text("\n".join(lines) + "\n")
+    put_log_lines(session, job_name, lines or ["(no output)"])
     if ck_uri:  # SageMaker syncs /opt/ml/checkpoints to S3 continuously
         store = S3Store(s3, ck_uri.bucket, owner=account)
         for path in sorted(ckpt.rglob("*")):
             if path.is_file():
                 store.upload_file(path, f"{ck_uri.key.rstrip('/')}/{path.relative_to(ckpt).as_posix()}")
-    if proc.returncode == 0 and upload_model:
+    if returncode == 0 and upload_model:
         tarball = root / "model.tar.gz"
         with tarfile.open(tarball, "w:gz") as tar:
             for path in sorted(model.rglob("*")):
                 tar.add(path, arcname=path.relative_to(model).as_posix(), recursive=False)
         art = S3Uri.parse(desc["ModelArtifacts"]["S3ModelArtifacts"])
         S3Store(s3, art.bucket, owner=account).upload_file(tarball, art.key)
-    return proc.returncode
+    return returncode
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL the launcher and the training process it started (a reclaimed instance just vanishes)."""
+    import signal
+
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = children.read_text().split() if children.exists() else []
+    for child in kids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(child), signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def put_log_lines(session: Any, job_name: str, lines: list[str]) -> None:
@@ -169,4 +193,19 @@ def put_log_lines(session: Any, job_name: str, lines: list[str]) -> None:
         logs.create_log_stream(logGroupName=group, logStreamName=stream)
     now = int(time.time() * 1000)
     logs.put_log_events(logGroupName=group, logStreamName=stream,
-                        logEvents=[{"timestamp": now + i, "message": line} for i, line in enumerate(lines)])
+                        logEvents=[{"timestamp": now + i, "message": line or " "} for i, line in enumerate(lines)])
+
+
+def play_on_start(backend: Any, work: Path, *, kill_at_step: int | None = None, **env: str) -> list[str]:
+    """Make ``backend.start`` also play the job's container (moto runs nothing); return started job names."""
+    started: list[str] = []
+    original = backend.start
+
+    def start(spec: Any) -> str:
+        name = original(spec)
+        started.append(name)
+        play_container(backend.aws, name, work, env=env, kill_at_step=kill_at_step)
+        return name
+
+    backend.start = start
+    return started

@@ -29,7 +29,7 @@ from lensa_for_all.errors import (
     TrainingJobFailed,
     UnsafeArchiveError,
 )
-from sagemaker_helpers import make_fake_source_dir, make_png_folder, play_container, put_log_lines
+from sagemaker_helpers import make_fake_source_dir, make_png_folder, play_on_start, put_log_lines
 
 ROLE = "arn:aws:iam::123456789012:role/LensaForAllSageMakerRole"
 SECRET = "hf_SECRETtokenVALUE123"
@@ -49,21 +49,6 @@ def backend(aws_env: str) -> SageMakerBackend:
 def inputs(tmp_path: Path) -> dict[str, Path]:
     return {"source": make_fake_source_dir(tmp_path / "src"), "photos": make_png_folder(tmp_path / "photos"),
             "out": tmp_path / "run" / "model"}
-
-
-def play_on_start(backend: SageMakerBackend, work: Path, **env: str) -> list[str]:
-    """Make backend.start also run the job's container (moto runs nothing); return the started job names."""
-    started: list[str] = []
-    original = backend.start
-
-    def start(spec: TrainingJobSpec) -> str:
-        name = original(spec)
-        started.append(name)
-        play_container(backend.aws, name, work, env=env)
-        return name
-
-    backend.start = start  # type: ignore[method-assign]
-    return started
 
 
 class Recorder(list):  # type: ignore[type-arg]

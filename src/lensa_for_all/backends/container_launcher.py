@@ -5,7 +5,8 @@ Standard library only: it runs before anything is installed. It
 1. starts the training entry point ``lensa_train.py`` (written by ``DreamBoothTrainer.package_source_dir``),
    under ``accelerate launch --multi_gpu`` (torchrun underneath) with one process per GPU when the
    instance has several, the same launch LocalBackend uses;
-2. forwards SIGTERM (a spot reclaim or ``StopTrainingJob``) to it so it can save a checkpoint;
+2. turns SIGTERM (``StopTrainingJob``, a spot reclaim notice) into SIGINT for it: the training entry point
+   stops cleanly on SIGINT, keeping its newest checkpoint in ``/opt/ml/checkpoints`` for the resume;
 3. after a successful run, copies the endpoint handler into ``$SM_MODEL_DIR/code/`` so the
    ``model.tar.gz`` SageMaker uploads can be served by an endpoint without repacking it.
 """
@@ -50,8 +51,8 @@ def main() -> int:
     print("lensa launcher: " + " ".join(cmd), flush=True)
     child = subprocess.Popen(cmd, cwd=here)
 
-    def forward(signum: int, _frame: object) -> None:
-        child.send_signal(signum)
+    def forward(_signum: int, _frame: object) -> None:
+        child.send_signal(signal.SIGINT)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
