@@ -237,3 +237,38 @@ def test_generate_cli(tiny_sd: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert all(e["style"] in {"anime_portrait", "studio_ghibli_like", "manga_ink", "chibi"} for e in entries)
     assert main(["generate", str(tmp_path / "nothing"), "--out", str(out)]) == 1
     assert "neither" in capsys.readouterr().err
+
+
+def test_generate_through_endpoint_with_moto_queued_results(aws_env: str) -> None:
+    import base64
+    import io
+    import urllib.request
+
+    from PIL import Image
+
+    def png(color: tuple[int, int, int]) -> str:
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 64), color).save(buf, format="PNG")
+        return base64.b64encode(buf.getvalue()).decode()
+
+    results = [{"Body": json.dumps({"images": [png(c)], "seeds": [100 + i], "parameters": {}}),
+                "ContentType": "application/json"} for i, c in enumerate([(255, 0, 0), (0, 0, 255)])]
+    req = urllib.request.Request(f"{aws_env}/moto-api/static/sagemaker/endpoint-results", method="POST",
+                                 data=json.dumps({"results": results, "region": "us-east-1"}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=10).read()
+
+    model = AvatarModel.from_endpoint("lensa-ep-test", token="ohwx", subject_class="woman", default_size=(64, 64))
+    sent: list[dict[str, Any]] = []
+    runtime = model.runner.endpoint.session.client("sagemaker-runtime")  # type: ignore[attr-defined]
+    runtime.meta.events.register("before-send.sagemaker-runtime.InvokeEndpoint",
+                                 lambda request, **kw: sent.append(json.loads(request.body)))
+    pack = model.generate(model.prompt_generator(), 2, seed=100, num_inference_steps=20, styles=["anime"])
+    assert [a.image.getpixel((3, 3)) for a in pack] == [(255, 0, 0), (0, 0, 255)]
+    assert [a.seed for a in pack] == [100, 101] and pack[0].model == "endpoint:lensa-ep-test"
+    assert [s["parameters"]["seed"] for s in sent] == [100, 101]
+    assert sent[0]["inputs"] == pack[0].prompt and "ohwx woman" in sent[0]["inputs"]
+    assert sent[0]["parameters"] == {
+        "negative_prompt": pack[0].negative_prompt, "num_inference_steps": 20, "guidance_scale":
+        pack[0].guidance_scale, "height": 64, "width": 64, "seed": 100, "num_images": 1,
+        "scheduler": "dpmpp_2m_karras"}

@@ -1,96 +1,60 @@
-"""Renders jobs on a deployed SageMaker endpoint through the library's fixed JSON contract.
+"""Renders jobs on a deployed SageMaker endpoint, through :class:`lensa_for_all.backends.endpoint.Endpoint`.
 
-Request ``{"inputs": prompt, "parameters": {negative_prompt, num_inference_steps, guidance_scale,
-height, width, seed, num_images, scheduler}}``; response ``{"images": [base64 PNG, ...], "seeds":
-[...], "parameters": {...}}``. One request per job, so every image keeps its own seed.
+One request per job (``num_images=1`` with the job's own seed), so every image keeps its own seed and
+metadata exactly as a local run would record them.
 """
 
 from __future__ import annotations
 
-import base64
-import io
-import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..errors import AWSConfigurationError, ConfigError, EndpointError
+from ..errors import ConfigError, EndpointError
 from .runner import Job
 
-__all__ = ["EndpointRunner", "request_body", "decode_response"]
+__all__ = ["EndpointRunner", "endpoint_params"]
 
 
-def request_body(job: Job) -> dict[str, Any]:
+def endpoint_params(job: Job) -> dict[str, Any]:
+    """The ``parameters`` of the endpoint request for ``job`` (the fixed JSON contract)."""
     return {
-        "inputs": job.prompt,
-        "parameters": {
-            "negative_prompt": job.negative_prompt, "num_inference_steps": job.num_inference_steps,
-            "guidance_scale": job.guidance_scale, "height": job.height, "width": job.width, "seed": job.seed,
-            "num_images": 1, "scheduler": job.scheduler,
-        },
+        "negative_prompt": job.negative_prompt, "num_inference_steps": job.num_inference_steps,
+        "guidance_scale": job.guidance_scale, "height": job.height, "width": job.width, "seed": job.seed,
+        "num_images": 1, "scheduler": job.scheduler,
     }
 
 
-def decode_response(payload: bytes | str, endpoint: str) -> list[Any]:
-    """The images of an endpoint response, as PIL images."""
-    from PIL import Image
-
-    try:
-        data = json.loads(payload)
-        images = [Image.open(io.BytesIO(base64.b64decode(s))) for s in data["images"]]
-        for im in images:
-            im.load()
-    except (ValueError, KeyError, TypeError, OSError) as exc:
-        raise EndpointError(
-            f"Endpoint {endpoint!r} answered with something that is not the lensa-for-all response "
-            f"({{'images': [base64 PNG, ...]}}): {exc}. Is it a lensa-for-all endpoint?"
-        ) from exc
-    return [im.convert("RGB") for im in images]
-
-
 class EndpointRunner:
-    """Invokes ``sagemaker-runtime`` for each job (boto3 from the ``[aws]`` extra)."""
+    """Sends each job to an :class:`Endpoint` (a name, or an ``Endpoint`` such as ``Endpoint.from_name``)."""
 
     is_lora = False
     tokenizer = None
 
-    def __init__(self, endpoint_name: str, *, region: str | None = None,
-                 default_size: tuple[int, int] = (512, 512), timeout_s: float = 120.0) -> None:
-        if not endpoint_name:
-            raise ConfigError("An endpoint name is required.")
-        self.endpoint_name = endpoint_name
-        self.name = f"endpoint:{endpoint_name}"
+    def __init__(self, endpoint: Any, *, region: str | None = None,
+                 default_size: tuple[int, int] = (512, 512)) -> None:
+        from ..backends.endpoint import Endpoint
+
+        if isinstance(endpoint, str):
+            if not endpoint:
+                raise ConfigError("An endpoint name is required.")
+            endpoint = Endpoint(endpoint, region=region)
+        self.endpoint = endpoint
+        self.name = f"endpoint:{endpoint.name}"
         self.default_size = default_size
-        try:
-            import boto3
-            from botocore.config import Config
-        except ImportError as exc:
-            raise AWSConfigurationError(
-                'Generating through a SageMaker endpoint needs boto3: pip install "lensa-for-all[aws]"'
-            ) from exc
-        self._client = boto3.client(
-            "sagemaker-runtime", region_name=region,
-            config=Config(read_timeout=timeout_s, retries={"max_attempts": 2, "mode": "standard"}),
-        )
 
     def auto_batch_size(self, width: int, height: int) -> int:
         return 1
 
     def run(self, jobs: Sequence[Job], *, callback_on_step_end: Callable[..., Any] | None = None) -> list[Any]:
-        import botocore.exceptions as bexc
-
         images = []
         for job in jobs:
-            try:
-                resp = self._client.invoke_endpoint(
-                    EndpointName=self.endpoint_name, ContentType="application/json", Accept="application/json",
-                    Body=json.dumps(request_body(job)).encode(),
+            response = self.endpoint.invoke(job.prompt, **endpoint_params(job))
+            if not response.images:
+                raise EndpointError(f"Endpoint {self.endpoint.name!r} returned no image for {job.prompt!r}.")
+            if response.seeds and int(response.seeds[0]) != job.seed:
+                raise EndpointError(
+                    f"Endpoint {self.endpoint.name!r} used seed {response.seeds[0]} instead of {job.seed}; "
+                    "its handler is not the lensa-for-all one, so images would not be reproducible."
                 )
-            except bexc.NoCredentialsError as exc:
-                raise AWSConfigurationError("No AWS credentials found; run `aws configure` or set AWS_PROFILE.") from exc
-            except (bexc.ClientError, bexc.BotoCoreError) as exc:
-                raise EndpointError(f"Invoking endpoint {self.endpoint_name!r} failed: {exc}") from exc
-            got = decode_response(resp["Body"].read(), self.endpoint_name)
-            if not got:
-                raise EndpointError(f"Endpoint {self.endpoint_name!r} returned no image.")
-            images.append(got[0])
+            images.append(response.images[0].convert("RGB"))
         return images

@@ -124,18 +124,20 @@ class AvatarModel:
         return cls(runner, name=name, manifest=manifest, scheduler=scheduler, lora_scale=lora_scale)
 
     @classmethod
-    def from_endpoint(cls, endpoint_name: str, *, region: str | None = None, token: str | None = None,
+    def from_endpoint(cls, endpoint: Any, *, region: str | None = None, token: str | None = None,
                       subject_class: str | None = None, scheduler: str = DEFAULT_SCHEDULER,
-                      default_size: tuple[int, int] = (512, 512), timeout_s: float = 120.0) -> AvatarModel:
-        """The same :meth:`generate` through a deployed SageMaker endpoint (see ``lensa-for-all deploy``).
+                      default_size: tuple[int, int] = (512, 512)) -> AvatarModel:
+        """The same :meth:`generate` through a deployed SageMaker endpoint.
 
-        ``token``/``subject_class`` feed the prompt generator, since no manifest is read locally.
+        ``endpoint`` is its name or a :class:`lensa_for_all.Endpoint` (use ``Endpoint.from_name`` for
+        asynchronous endpoints). ``token``/``subject_class`` feed the prompt generator, since no
+        manifest is read locally. Needs the ``[aws]`` extra.
         """
         from .endpoint_runner import EndpointRunner
 
-        runner = EndpointRunner(endpoint_name, region=region, default_size=default_size, timeout_s=timeout_s)
+        runner = EndpointRunner(endpoint, region=region, default_size=default_size)
         manifest = {k: v for k, v in (("token", token), ("subject_class", subject_class)) if v}
-        return cls(runner, name=f"endpoint:{endpoint_name}", manifest=manifest, scheduler=scheduler)
+        return cls(runner, name=runner.name, manifest=manifest, scheduler=scheduler)
 
     # -- properties --------------------------------------------------------------------------------
     @property
