@@ -91,6 +91,12 @@ def test_handler_refuses_bad_requests(body: str, match: str) -> None:
         inference.input_fn(body, "application/json")
 
 
+def test_handler_schedulers_match_the_library_table() -> None:
+    from lensa_for_all.generation.schedulers import SCHEDULERS
+
+    assert {k: (v.class_name, dict(v.overrides)) for k, v in SCHEDULERS.items()} == inference.SCHEDULERS
+
+
 def test_handler_refuses_a_folder_without_a_model(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="neither a diffusers pipeline nor a LoRA"):
         inference.model_fn(str(tmp_path))

@@ -27,7 +27,21 @@ DEFAULTS: dict[str, Any] = {
     "seed": None, "num_images": 1, "scheduler": "dpmpp_2m_karras",
 }
 LIMITS = {"num_images": (1, 8), "num_inference_steps": (1, 150), "height": (64, 1024), "width": (64, 1024)}
-SCHEDULERS = ("dpmpp_2m_karras", "dpmpp_2m", "euler_a", "euler", "ddim", "unipc", "pndm")
+# name -> (diffusers class, config overrides). The same table as lensa_for_all.generation.schedulers (a test
+# keeps them equal), copied because this file must run in the container without the library installed.
+SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "dpmpp_2m_karras": ("DPMSolverMultistepScheduler",
+                        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler",
+                 {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": False}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {"use_karras_sigmas": False}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "ddim": ("DDIMScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
+}
 
 
 class BadRequest(ValueError):
@@ -37,12 +51,8 @@ class BadRequest(ValueError):
 def _scheduler(name: str, config: Any) -> Any:
     import diffusers
 
-    if name == "dpmpp_2m_karras":
-        return diffusers.DPMSolverMultistepScheduler.from_config(config, use_karras_sigmas=True)
-    classes = {"dpmpp_2m": "DPMSolverMultistepScheduler", "euler_a": "EulerAncestralDiscreteScheduler",
-               "euler": "EulerDiscreteScheduler", "ddim": "DDIMScheduler", "unipc": "UniPCMultistepScheduler",
-               "pndm": "PNDMScheduler"}
-    return getattr(diffusers, classes[name]).from_config(config)
+    class_name, overrides = SCHEDULERS[name]
+    return getattr(diffusers, class_name).from_config(config, **overrides)
 
 
 def model_fn(model_dir: str, context: Any = None) -> Any:
