@@ -234,3 +234,18 @@ def test_draft_decodes_large_jpegs_small(tmp_path: Path) -> None:
     assert opened.decode(512).size == (1200, 900)  # 1/2 scale: 1/4 would be under 512
     assert open_photo(p).decode(256).size == (600, 450)
     assert open_photo(p).decode().size == (2400, 1800)
+
+
+def test_heic_orientation_is_applied_once(tmp_path: Path) -> None:
+    im = Image.new("RGB", (300, 200), (0, 0, 255))
+    im.paste((255, 0, 0), (0, 0, 60, 60))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    im.save(tmp_path / "r.heic", format="HEIF", exif=exif.tobytes(), quality=90)
+    opened = open_photo(tmp_path / "r.heic")
+    assert opened.kind == "heif" and opened.size == (200, 300)
+    up = np.asarray(opened.decode())
+    assert up[10, 190, 0] > 200 and up[10, 10, 0] < 60  # the mark is top-right, as on the phone
