@@ -249,3 +249,14 @@ def test_heic_orientation_is_applied_once(tmp_path: Path) -> None:
     assert opened.kind == "heif" and opened.size == (200, 300)
     up = np.asarray(opened.decode())
     assert up[10, 190, 0] > 200 and up[10, 10, 0] < 60  # the mark is top-right, as on the phone
+
+
+def test_huge_files_are_not_read_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lensa_for_all.photos import reading
+
+    monkeypatch.setattr(reading, "MAX_FILE_BYTES", 1000)
+    p = tmp_path / "video.jpg"
+    p.write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 5000)
+    with pytest.raises(UnreadablePhoto) as info:
+        open_photo(p)
+    assert info.value.code == "too_large" and "larger than any photo" in info.value.reason

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "MAX_FILE_BYTES",
     "NEUTRAL_BACKGROUND",
     "OpenedPhoto",
     "UnreadablePhoto",
@@ -31,6 +33,9 @@ __all__ = [
 
 DEFAULT_MAX_PIXELS = 128_000_000
 """Largest image accepted, in pixels (a 108 MP phone photo fits); larger ones are treated as bombs."""
+
+MAX_FILE_BYTES = 256 * 1024**2
+"""Largest file read, in bytes: far above any camera's JPEG or HEIC, far below a video."""
 
 NEUTRAL_BACKGROUND = (128, 128, 128)
 """Colour transparent pixels are composited on: mid grey biases the model towards no background colour."""
@@ -228,10 +233,16 @@ def open_photo(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ope
 
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as fh:
+            kind = sniff(fh.read(64))  # before reading the rest: a video named .jpg is not read whole
+            size = os.fstat(fh.fileno()).st_size
+            if size > MAX_FILE_BYTES:
+                raise UnreadablePhoto("too_large", f"The file is {size / 1e6:.0f} MB, larger than any photo "
+                                      f"this library reads ({MAX_FILE_BYTES / 1e6:.0f} MB).")
+            fh.seek(0)
+            data = fh.read()
     except OSError as exc:
         raise UnreadablePhoto("unreadable", f"The file cannot be read ({exc.strerror or exc}).") from exc
-    kind = sniff(data[:64])
     if kind == "heif":
         _register_heif()
     Image.init()  # load every format plugin, so ``formats=`` below finds TIFF, WebP and MPO

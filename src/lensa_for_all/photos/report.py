@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -91,7 +92,7 @@ class QCReport:
             notes = [f.reason] if f.reason else []
             notes += list(f.warnings)
             table.add_row(
-                Text(f.path.rsplit("/", 1)[-1]),
+                Text(PurePath(f.path).name),
                 Text(f.status, style=style[f.status]),
                 f"{f.size[0]}x{f.size[1]}" if f.size else "",
                 "" if f.faces is None else str(f.faces),
