@@ -159,9 +159,11 @@ def test_missing_folder_is_a_photoset_error(tmp_path: Path) -> None:
 
 
 def test_more_than_twenty_is_a_warning(tmp_path: Path) -> None:
-    make_photos(tmp_path / "p", 21, size=(256, 320), seed=5)
-    ps = PhotoSet.from_folder(tmp_path / "p", near_duplicate_distance=-1)
-    assert len(ps.photos) == 21
+    files = make_photos(tmp_path / "p", 21, size=(256, 320), seed=5)
+    assert [f.read_bytes() for f in make_photos(tmp_path / "again", 2, size=(256, 320), seed=5)] == \
+        [f.read_bytes() for f in files[:2]]  # deterministic
+    ps = PhotoSet.from_folder(tmp_path / "p")
+    assert len(ps.photos) == 21 and ps.rejected == []  # 21 distinct shots: no near-duplicates
     assert any("more than 20" in w for w in ps.report().warnings)
 
 
