@@ -1,6 +1,6 @@
 """SageMakerBackend against a real moto server (and botocore's Stubber where a status sequence is scripted).
 
-The training container is "played" by tests/sagemaker_helpers.play_container with a fast stand-in
+The training container is "played" by backends/job_player.play_training_job with a fast stand-in
 entry script; tests/test_sagemaker_container.py plays it with the real packaged training loop.
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from lensa_for_all.backends.base import TrainingProgress
+from lensa_for_all.backends.job_player import write_job_log
 from lensa_for_all.backends.pricing import INSTANCE_TYPES, actual_cost, estimate_cost
 from lensa_for_all.backends.s3 import S3Store, S3Uri, deterministic_tarball
 from lensa_for_all.backends.sagemaker import SageMakerBackend
@@ -29,7 +30,7 @@ from lensa_for_all.errors import (
     TrainingJobFailed,
     UnsafeArchiveError,
 )
-from sagemaker_helpers import make_fake_source_dir, make_png_folder, play_on_start, put_log_lines
+from sagemaker_helpers import make_fake_source_dir, make_png_folder, play_on_start
 
 ROLE = "arn:aws:iam::123456789012:role/LensaForAllSageMakerRole"
 SECRET = "hf_SECRETtokenVALUE123"
@@ -273,10 +274,10 @@ def test_spot_interruption_resumes_from_s3_checkpoints(backend: SageMakerBackend
     play_on_start(backend, tmp_path / "c0")
     ref = backend.run(inputs["source"], {"instance": inputs["photos"]}, tmp_path / "ref" / "model")
 
-    # Interrupted run: the container dies at step 3 (checkpoints 1-3 synced to S3) and the job fails
+    # Interrupted run: the container is killed after step 3 (checkpoints 1-3 synced to S3); the job fails
     # the way SageMaker reports a spot job that could not get capacity back before max_wait.
     interrupted = SageMakerBackend(role=ROLE, region="us-east-1", show_progress=False, poll_interval_s=0)
-    jobs = play_on_start(interrupted, tmp_path / "c1", FAKE_DIE_AT_STEP="3")
+    jobs = play_on_start(interrupted, tmp_path / "c1", kill_at_step=3, FAKE_HANG_AFTER_STEP="3")
 
     def fail_it(parsed: dict[str, Any], **_: Any) -> None:
         if jobs and parsed.get("TrainingJobName") == jobs[0]:
@@ -287,7 +288,7 @@ def test_spot_interruption_resumes_from_s3_checkpoints(backend: SageMakerBackend
     out = tmp_path / "spot" / "model"
     with pytest.raises(TrainingJobFailed, match="spot capacity") as info:
         interrupted.run(inputs["source"], {"instance": inputs["photos"]}, out)
-    assert any("instance reclaimed" in line for line in info.value.log_tail)
+    assert info.value.log_tail[-1] == "(instance reclaimed)"
     assert not out.exists()
 
     # Second run, same output folder -> same run prefix -> same checkpoint URI: resumes at step 3.
@@ -320,7 +321,7 @@ def test_failed_job_raises_with_reason_and_log_tail(backend: SageMakerBackend, t
     from botocore.stub import Stubber
 
     name = "lensa-failing-job"
-    put_log_lines(backend.aws, name, ["Downloading model", "LENSA_PROGRESS " + json.dumps(
+    write_job_log(backend.aws, name, ["Downloading model", "LENSA_PROGRESS " + json.dumps(
         {"step": 1, "total_steps": 10}), "Traceback (most recent call last):", "torch.OutOfMemoryError: CUDA OOM"])
     sm = backend.aws.client("sagemaker")
     with Stubber(sm) as stub:
