@@ -167,6 +167,11 @@ def test_run_uploads_trains_downloads_and_reports(backend: SageMakerBackend, inp
     assert result.cost_usd is not None and result.cost_usd >= 0
     assert result.metrics["estimated_usd"] > 0
 
+    # the result deploys as is: the endpoint serves the artifact the job wrote
+    with backend.deploy(result, instance_type="ml.g4dn.xlarge") as endpoint:
+        model = backend.aws.client("sagemaker").describe_model(ModelName=endpoint.model_name)
+        assert model["PrimaryContainer"]["ModelDataUrl"] == result.artifact_uri
+
     # default bucket: created, encrypted, private; every key of the run under one prefix
     s3 = backend.aws.client("s3")
     bucket = "sagemaker-us-east-1-123456789012"

@@ -24,7 +24,7 @@ import attrs
 
 from .. import __version__
 from ..errors import EndpointError, LensaError
-from .aws_session import AWSSession, error_code
+from .aws_session import AWSSession, botocore_debug_muted, error_code
 from .images import inference_image_uri
 from .training_job import LIBRARY_TAG, unique_job_name
 
@@ -167,6 +167,17 @@ class Endpoint:
                environment: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None,
                kms_key_id: str | None = None, initial_instance_count: int = 1) -> Endpoint:
         """Create model, endpoint config and endpoint (tagged); on any failure delete what was created."""
+        with botocore_debug_muted():  # the model's environment may hold a Hugging Face token
+            return cls._deploy(session, model_data_url=model_data_url, role_arn=role_arn,
+                               instance_type=instance_type, asynchronous=asynchronous, name=name, wait=wait,
+                               image_uri=image_uri, async_s3_uri=async_s3_uri, environment=environment, tags=tags,
+                               kms_key_id=kms_key_id, initial_instance_count=initial_instance_count)
+
+    @classmethod
+    def _deploy(cls, session: AWSSession, *, model_data_url: str, role_arn: str, instance_type: str,
+                asynchronous: bool, name: str | None, wait: bool, image_uri: str | None, async_s3_uri: str | None,
+                environment: Mapping[str, str] | None, tags: Mapping[str, str] | None, kms_key_id: str | None,
+                initial_instance_count: int) -> Endpoint:
         sm = session.client("sagemaker")
         name = name or unique_job_name("lensa-endpoint")
         all_tags = [{"Key": k, "Value": v} for k, v in sorted({LIBRARY_TAG: __version__, **(tags or {})}.items())]

@@ -446,7 +446,10 @@ class SageMakerBackend(Backend):
         return output_dir
 
     def _say(self, message: str) -> None:
+        """Status for the user: logged, and printed to stderr when nothing would show the log."""
         logger.info(message)
+        if self.show_progress and not logging.getLogger().hasHandlers():
+            print(message, file=sys.stderr, flush=True)
 
 
 # ---- module helpers --------------------------------------------------------------------------------
