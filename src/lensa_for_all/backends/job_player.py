@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from ..archives import safe_extract
 from .logs import TRAINING_LOG_GROUP
 from .s3 import S3Store, S3Uri
 
-__all__ = ["PlayedJob", "play_training_job", "write_job_log"]
+__all__ = ["PlayedJob", "play_training_job", "write_job_log", "local_aws"]
 
 
 @attrs.frozen
@@ -139,3 +139,45 @@ def write_job_log(session: Any, job_name: str, lines: list[str] | tuple[str, ...
     events = [{"timestamp": now + i, "message": line or " "} for i, line in enumerate(lines or ["(no output)"])]
     for i in range(0, len(events), 5000):
         logs.put_log_events(logGroupName=TRAINING_LOG_GROUP, logStreamName=stream, logEvents=events[i:i + 5000])
+
+
+@contextlib.contextmanager
+def local_aws(region: str = "us-east-1") -> Iterator[str]:
+    """Start a moto server on 127.0.0.1 and point boto3 at it with fake credentials; yield its URL.
+
+    For the offline examples and demos (needs ``moto[server]``, in the ``dev`` extra). The environment
+    is restored and the server stopped on exit.
+    """
+    import socket
+
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError as exc:  # pragma: no cover - moto is in the dev extra
+        from ..errors import LensaError
+
+        raise LensaError('The offline AWS stand-in needs moto: pip install "lensa-for-all[dev]"') from exc
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log line per request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    settings = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+                "AWS_DEFAULT_REGION": region, "AWS_REGION": region, "AWS_ENDPOINT_URL": url,
+                "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+                "AWS_EC2_METADATA_DISABLED": "true"}
+    saved = {k: os.environ.get(k) for k in (*settings, "AWS_PROFILE")}
+    os.environ.update(settings)
+    os.environ.pop("AWS_PROFILE", None)
+    try:
+        yield url
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
