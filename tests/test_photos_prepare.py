@@ -117,3 +117,31 @@ def test_cli_prepare(photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     assert len(json.loads((out / "manifest.json").read_text())["photos"]) == 5
     assert main(["prepare", str(tmp_path / "missing"), "--out", str(out)]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_interrupted_prepare_leaves_no_partial_files(photos: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    ps = PhotoSet.from_folder(photos)
+    real_save = Image.Image.save
+    calls = {"n": 0}
+
+    def flaky_save(self: Image.Image, fp: object, *args: object, **kwargs: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            Path(str(fp)).write_bytes(b"\x89PNG half")  # a partial write, then the crash
+            raise KeyboardInterrupt
+        real_save(self, fp, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image.Image, "save", flaky_save)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        ps.prepare(out, resolution=64)
+    names = sorted(p.name for p in out.iterdir())
+    assert len(names) == 2 and all(n.endswith(".png") and not n.startswith(".") for n in names)
+    assert not (out / "manifest.json").exists()
+    monkeypatch.setattr(Image.Image, "save", real_save)
+    ps.prepare(out, resolution=64)  # finishes the job
+    assert len(json.loads((out / "manifest.json").read_text())["photos"]) == 5
+    for p in out.glob("*.png"):
+        with Image.open(p) as im:
+            im.load()
