@@ -262,3 +262,15 @@ def test_huge_files_are_not_read_whole(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(UnreadablePhoto) as info:
         open_photo(p)
     assert info.value.code == "too_large" and "larger than any photo" in info.value.reason
+
+
+def test_avif_is_read_by_content(tmp_path: Path) -> None:
+    from PIL import features
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow has no AVIF codec")  # pragma: no cover
+    p = tmp_path / "photo.heic"  # wrong extension on purpose
+    Image.new("RGB", (300, 260), (10, 200, 30)).save(p, "AVIF")
+    opened = open_photo(p)
+    assert opened.kind == "avif" and opened.size == (300, 260)
+    assert np.asarray(opened.decode())[5, 5, 1] > 180

@@ -50,7 +50,9 @@ _PILLOW_FORMATS = {
     "tiff": ("TIFF",),
     "bmp": ("BMP",),
     "heif": ("HEIF",),
+    "avif": ("AVIF",),
 }
+_AVIF_BRANDS = {b"avif", b"avis"}
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
 _EXIF_ORIENTATION = 0x0112
 # EXIF orientation -> the Pillow transpose that makes the photo upright (as ImageOps.exif_transpose).
@@ -84,11 +86,14 @@ def sniff(head: bytes) -> str:
     if head[:2] == b"BM":
         return "bmp"
     if head[4:8] == b"ftyp":
-        brands = {head[8:12]} | {head[i : i + 4] for i in range(16, min(len(head), 64), 4)}
+        major = head[8:12]
+        brands = {major} | {head[i : i + 4] for i in range(16, min(len(head), 64), 4)}
+        if major in _AVIF_BRANDS:
+            return "avif"
         if brands & _HEIF_BRANDS:
             return "heif"
-        if b"avif" in brands or b"avis" in brands:
-            raise UnreadablePhoto("unsupported", "AVIF images are not supported; save the photo as JPEG or PNG.")
+        if brands & _AVIF_BRANDS:
+            return "avif"
         raise UnreadablePhoto("not_image", "This is a video or other ISO media file, not a photo.")
     if head.startswith(b"%PDF"):
         raise UnreadablePhoto("not_image", "This is a PDF document, not a photo; export its pages as JPEG or PNG.")
@@ -103,7 +108,7 @@ def sniff(head: bytes) -> str:
         else:
             raise UnreadablePhoto("not_image", "This is a text file, not a photo.")
     raise UnreadablePhoto("not_image", "This file is not an image in a supported format "
-                          "(JPEG, PNG, WebP, TIFF, BMP, GIF, HEIC).")
+                          "(JPEG, PNG, WebP, TIFF, BMP, GIF, HEIC, AVIF).")
 
 
 def _register_heif() -> None:
@@ -245,6 +250,12 @@ def open_photo(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ope
         raise UnreadablePhoto("unreadable", f"The file cannot be read ({exc.strerror or exc}).") from exc
     if kind == "heif":
         _register_heif()
+    if kind == "avif":
+        from PIL import features
+
+        if not features.check("avif"):
+            raise UnreadablePhoto("unsupported", "This Pillow has no AVIF support; save the photo as JPEG "
+                                  "or PNG (or install a Pillow built with libavif).")
     Image.init()  # load every format plugin, so ``formats=`` below finds TIFF, WebP and MPO
     try:
         with warnings.catch_warnings():
