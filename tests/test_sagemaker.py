@@ -263,6 +263,16 @@ def test_max_cost_refuses_launch_before_any_upload(aws_env: str, inputs: dict[st
     assert backend.aws.client("sagemaker").list_training_jobs()["TrainingJobSummaries"] == []
 
 
+def test_full_fine_tuning_on_a_16gb_gpu_warns(aws_env: str, tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    source = make_fake_source_dir(tmp_path / "src", {"max_train_steps": 6, "method": "full"})
+    backend = SageMakerBackend(role=ROLE, region="us-east-1", instance_type="ml.g4dn.xlarge", max_cost_usd=0.001,
+                               show_progress=False)
+    with pytest.raises(CostLimitExceeded):
+        backend.run(source, {"instance": make_png_folder(tmp_path / "p")}, tmp_path / "out")
+    assert "may run out of memory" in caplog.text and "16 GB" in caplog.text
+
+
 def test_unknown_hyperparameter_fails_before_launch(backend: SageMakerBackend, inputs: dict[str, Path]) -> None:
     with pytest.raises(ConfigError, match="no_such_field"):
         backend.run(inputs["source"], {"instance": inputs["photos"]}, inputs["out"],

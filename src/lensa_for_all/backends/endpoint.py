@@ -106,7 +106,7 @@ class AsyncInvocation:
         loc = S3Uri.parse(uri)
         s3 = self.session.client("s3")
         try:
-            body = s3.get_object(Bucket=loc.bucket, Key=loc.key)["Body"]
+            body = s3.get_object(Bucket=loc.bucket, Key=loc.key, ExpectedBucketOwner=self.session.account_id)["Body"]
         except Exception as exc:
             if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
                 return None

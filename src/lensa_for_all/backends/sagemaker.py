@@ -187,6 +187,7 @@ class SageMakerBackend(Backend):
         num_photos = _count_images(Path(channels["instance"]))
         estimate = self.estimate(config, num_photos)
         self._say(str(estimate))
+        _warn_if_short_of_gpu_memory(config, self.instance_type)
         if self.max_cost_usd is not None and estimate.usd > self.max_cost_usd:
             raise CostLimitExceeded(
                 f"The estimated cost ${estimate.usd:.2f} is over max_cost_usd=${self.max_cost_usd:.2f}; nothing was "
@@ -486,6 +487,16 @@ def _read_config(source_dir: Path, hyperparameters: Mapping[str, Any] | None) ->
         return {**data, **dict(hyperparameters or {})}
     config = TrainingConfig.from_dict(data)
     return config.with_hyperparameters(hyperparameters) if hyperparameters else config
+
+
+def _warn_if_short_of_gpu_memory(config: Any, instance_type: str) -> None:
+    spec = instance_spec(instance_type)
+    method = config.get("method") if isinstance(config, Mapping) else getattr(config, "method", "lora")
+    saving = any(getattr(config, name, False) for name in ("gradient_checkpointing", "use_8bit_adam"))
+    if method == "full" and spec.gpu_memory_gib < 24 and not saving:
+        logger.warning("Full fine-tuning on %s (%d GB per GPU) may run out of memory; use an ml.g5 instance "
+                       "(24 GB) or set gradient_checkpointing=True and use_8bit_adam=True.",
+                       instance_type, spec.gpu_memory_gib)
 
 
 def _count_images(folder: Path) -> int:
