@@ -78,6 +78,19 @@ def test_handler_generates_reproducible_pngs_on_tiny_model(tiny_sd: Path) -> Non
     assert decoded.seeds == (7, 8) and decoded.images[0].size == (64, 64)
 
 
+@pytest.mark.gpu
+def test_handler_runs_in_fp16_on_cuda(tiny_sd: Path) -> None:
+    import torch
+
+    model = inference.model_fn(str(tiny_sd))
+    assert model.device.type == "cuda" and model.unet.dtype == torch.float16
+    body = json.dumps({"inputs": "a photo of ohwx person", "parameters": {"num_inference_steps": 2, "seed": 3}})
+    out = inference.predict_fn(inference.input_fn(body), model)
+    first = EndpointResponse.from_json(json.dumps(out)).images[0]
+    assert first.size == (64, 64)
+    assert out["images"] == inference.predict_fn(inference.input_fn(body), model)["images"]  # seeded on CUDA too
+
+
 @pytest.mark.parametrize(("body", "match"), [
     ("not json", "not JSON"),
     (json.dumps({"prompt": "x"}), "inputs"),

@@ -133,6 +133,8 @@ def test_backend_validates_settings_before_touching_aws() -> None:
         SageMakerBackend(max_cost_usd=0)
     with pytest.raises(ConfigError, match="run_name"):
         SageMakerBackend(run_name="a b")
+    with pytest.raises(ConfigError, match="multi-GPU instance type"):
+        SageMakerBackend(instance_count=2)
 
 
 def test_source_tarball_is_deterministic(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..archives import DEFAULT_MAX_BYTES, safe_extract
@@ -30,6 +30,9 @@ from .logs import LogTail
 from .pricing import CostEstimate, actual_cost, estimate_cost, instance_spec
 from .s3 import S3Store, S3Uri, deterministic_tarball
 from .training_job import ENTRY_SCRIPT, LIBRARY_TAG, TrainingJobSpec, unique_job_name
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .endpoint import Endpoint
 
 __all__ = ["SageMakerBackend", "TERMINAL_STATUSES"]
 
@@ -102,6 +105,9 @@ class SageMakerBackend(Backend):
         show_progress: bool = True,
     ) -> None:
         instance_spec(instance_type)  # validate now, not after an upload
+        if instance_count != 1:
+            raise ConfigError("instance_count must be 1: the loop trains on one instance; for more GPUs pick a "
+                              "multi-GPU instance type such as ml.g5.12xlarge (4 GPUs, one process each)")
         if max_cost_usd is not None and not max_cost_usd > 0:
             raise ConfigError(f"max_cost_usd must be a positive number of dollars, got {max_cost_usd!r}")
         if run_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", run_name):
@@ -246,7 +252,7 @@ class SageMakerBackend(Backend):
                                 progress=progress, estimate=None)
 
     def stop(self, job_name: str) -> None:
-        """Ask SageMaker to stop ``job_name`` (the entry point gets SIGTERM and may save a checkpoint)."""
+        """Ask SageMaker to stop ``job_name``; the loop stops cleanly, its checkpoints stay in S3 for a resume."""
         self.aws.client("sagemaker").stop_training_job(TrainingJobName=job_name)
         self._say(f"Stopping training job {job_name}")
 
@@ -254,7 +260,7 @@ class SageMakerBackend(Backend):
 
     def deploy(self, artifacts: TrainingResult | str, instance_type: str = "ml.g5.xlarge", *,
                asynchronous: bool = False, endpoint_name: str | None = None, wait: bool = True,
-               image_uri: str | None = None) -> Any:
+               image_uri: str | None = None) -> Endpoint:
         """Serve trained artifacts (a result of :meth:`run` or an ``s3://.../model.tar.gz``) on an endpoint.
 
         Returns an :class:`~lensa_for_all.backends.endpoint.Endpoint`; use it as a context manager so the
