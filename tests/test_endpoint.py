@@ -88,7 +88,7 @@ def test_handler_runs_in_fp16_on_cuda(tiny_sd: Path) -> None:
     out = inference.predict_fn(inference.input_fn(body), model)
     first = EndpointResponse.from_json(json.dumps(out)).images[0]
     assert first.size == (64, 64)
-    assert out["images"] == inference.predict_fn(inference.input_fn(body), model)["images"]  # seeded on CUDA too
+    assert len(set(first.getdata())) > 1  # fp16 NaNs would decode to one flat black image
 
 
 @pytest.mark.parametrize(("body", "match"), [
