@@ -163,7 +163,9 @@ def test_run_uploads_trains_downloads_and_reports(backend: SageMakerBackend, inp
     assert (inputs["out"] / "weights.safetensors").is_file()
     # the launcher put the endpoint handler into the artifact
     assert (inputs["out"] / "code" / "inference.py").read_text().startswith('"""Endpoint handler')
-    assert "diffusers" in (inputs["out"] / "code" / "requirements.txt").read_text()
+    from importlib.metadata import version
+
+    assert f"diffusers=={version('diffusers')}" in (inputs["out"] / "code" / "requirements.txt").read_text()
     assert [r.step for r in reports] == [1, 2, 3, 4, 5, 6] and reports[-1].total_steps == 6
     assert result.log_path is not None and "LENSA_PROGRESS" in result.log_path.read_text()
     assert result.cost_usd is not None and result.cost_usd >= 0

@@ -42,8 +42,21 @@ TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".heic", ".heif", ".bmp", ".tif", ".tiff")
 _BACKENDS_DIR = Path(__file__).resolve().parent
 
-# Packages the endpoint handler needs beyond what the Hugging Face inference container ships.
-INFERENCE_REQUIREMENTS = "diffusers>=0.32\npeft>=0.13\nsafetensors>=0.4\n"
+# Packages the endpoint handler needs beyond what the Hugging Face inference container ships; pinned to the
+# versions installed here, like the training source dir's requirements.txt, so both containers match.
+INFERENCE_PACKAGES = ("diffusers", "peft", "safetensors")
+
+
+def inference_requirements() -> str:
+    from importlib import metadata
+
+    lines = []
+    for dist in INFERENCE_PACKAGES:
+        try:
+            lines.append(f"{dist}=={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:  # pragma: no cover - all three are core dependencies
+            lines.append(dist)
+    return "\n".join(lines) + "\n"
 
 
 def _slug(text: str) -> str:
@@ -311,7 +324,7 @@ class SageMakerBackend(Backend):
     def _upload_source(self, store: S3Store, base: str, source_dir: Path) -> S3Uri:
         with tempfile.TemporaryDirectory(prefix="lensa-src-") as tmp:
             req = Path(tmp) / "inference_requirements.txt"
-            req.write_text(INFERENCE_REQUIREMENTS)
+            req.write_text(inference_requirements())
             tarball = deterministic_tarball(source_dir, Path(tmp) / "sourcedir.tar.gz", extra=[
                 (ENTRY_SCRIPT, _BACKENDS_DIR / "container_launcher.py"),
                 ("lensa_inference.py", _BACKENDS_DIR / "inference.py"),
