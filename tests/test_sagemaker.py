@@ -97,6 +97,8 @@ def test_actual_cost_uses_billable_seconds() -> None:
     running = {"ResourceConfig": {"InstanceType": "ml.g4dn.xlarge"}, "TrainingStartTime": start,
                "TrainingEndTime": start + dt.timedelta(hours=2)}
     assert actual_cost(running) == pytest.approx(2 * 0.736)
+    assert actual_cost({**running, "EnableManagedSpotTraining": True}) == pytest.approx(2 * 0.736 * 0.35)
+    assert actual_cost({**desc, "EnableManagedSpotTraining": True}) == actual_cost(desc)  # billable is final
     assert actual_cost({"ResourceConfig": {"InstanceType": "ml.g4dn.xlarge"}}) == 0.0
 
 

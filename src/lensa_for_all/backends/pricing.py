@@ -169,7 +169,8 @@ def actual_cost(description: Mapping[str, Any], *, region: str = "us-east-1") ->
 
     SageMaker bills ``BillableTimeInSeconds`` at the on-demand rate per instance; for managed spot that
     figure is already reduced by the savings. Jobs still running (no billable time yet) are priced by the
-    time since training started, at the on-demand rate (an upper bound, what the cost guard needs).
+    time since training started: at the on-demand rate, or for spot jobs with the same typical discount
+    the estimate assumed, so the running cost guard and the launch estimate agree.
     """
     resource = description.get("ResourceConfig", {})
     spec = INSTANCE_TYPES.get(str(resource.get("InstanceType", "")))
@@ -177,6 +178,9 @@ def actual_cost(description: Mapping[str, Any], *, region: str = "us-east-1") ->
         return None
     count = int(resource.get("InstanceCount", 1) or 1)
     seconds = description.get("BillableTimeInSeconds")
+    discount = 0.0
+    if seconds is None and description.get("EnableManagedSpotTraining"):
+        discount = TYPICAL_SPOT_DISCOUNT
     if seconds is None:
         seconds = description.get("TrainingTimeInSeconds")
     if seconds is None:
@@ -189,4 +193,4 @@ def actual_cost(description: Mapping[str, Any], *, region: str = "us-east-1") ->
             end = _dt.datetime.now(tz=start.tzinfo)
         seconds = max(0.0, (end - start).total_seconds())
     factor = REGION_PRICE_FACTOR.get(region, DEFAULT_REGION_FACTOR)
-    return round(math.ceil(float(seconds)) / 3600 * spec.usd_per_hour * factor * count, 4)
+    return round(math.ceil(float(seconds)) / 3600 * spec.usd_per_hour * factor * count * (1 - discount), 4)
