@@ -556,3 +556,25 @@ def test_launcher_runs_one_process_per_gpu_and_installs_handler_only_on_success(
     root = tmp_path / "c" / jobs[0]
     assert not (root / "model" / "code").exists()
     assert (root / "output" / "failure").read_text() == "forced failure for the test"
+
+
+def test_log_tail_merges_streams_and_returns_only_new_lines(backend: SageMakerBackend) -> None:
+    import time
+
+    from lensa_for_all.backends.logs import TRAINING_LOG_GROUP, LogTail
+
+    logs = backend.aws.client("logs")
+    tail = LogTail(logs, "job-a", keep=3)
+    assert tail.poll() == []  # no log group yet: the container has not started
+    logs.create_log_group(logGroupName=TRAINING_LOG_GROUP)
+    now = int(time.time() * 1000)
+    for stream, offsets in (("job-a/algo-1-1", (0, 2)), ("job-a/algo-2-1", (1, 3)), ("job-ab/algo-1-1", (4,))):
+        logs.create_log_stream(logGroupName=TRAINING_LOG_GROUP, logStreamName=stream)
+        logs.put_log_events(logGroupName=TRAINING_LOG_GROUP, logStreamName=stream,
+                            logEvents=[{"timestamp": now + t, "message": f"{stream} t{t}"} for t in offsets])
+    assert tail.poll() == ["job-a/algo-1-1 t0", "job-a/algo-2-1 t1", "job-a/algo-1-1 t2", "job-a/algo-2-1 t3"]
+    assert tail.poll() == []
+    logs.put_log_events(logGroupName=TRAINING_LOG_GROUP, logStreamName="job-a/algo-1-1",
+                        logEvents=[{"timestamp": now + 9, "message": "late line"}])
+    assert tail.poll() == ["late line"]
+    assert list(tail.tail) == ["job-a/algo-1-1 t2", "job-a/algo-2-1 t3", "late line"]
