@@ -105,7 +105,8 @@ class PhaseTimer:
     """
 
     def __init__(self) -> None:
-        self.totals: dict[str, float] = {}
+        self.totals: dict[str, float] = {}  # wall seconds
+        self.cpu_totals: dict[str, float] = {}  # this thread's CPU seconds: robust to a busy machine
         self.counts: dict[str, int] = {}
         self.active = False
         self._depth = 0
@@ -125,15 +126,19 @@ class PhaseTimer:
                 finally:
                     timer._depth -= 1
             timer._depth += 1
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             try:
                 return original(*args, **kwargs)
             finally:
                 timer._depth -= 1
-                timer.totals[label] = timer.totals.get(label, 0.0) + time.perf_counter() - t0
-                timer.counts[label] = timer.counts.get(label, 0) + 1
+                timer.add(label, time.perf_counter() - t0, time.thread_time() - c0)
 
         setattr(owner, attr, timed)
+
+    def add(self, label: str, wall: float, cpu: float) -> None:
+        self.totals[label] = self.totals.get(label, 0.0) + wall
+        self.cpu_totals[label] = self.cpu_totals.get(label, 0.0) + cpu
+        self.counts[label] = self.counts.get(label, 0) + 1
 
     def install(self) -> None:
         import torch
@@ -156,18 +161,17 @@ class PhaseTimer:
         except ImportError:
             pass
         # Optimiser steps through the global hooks, so any torch optimiser class is covered.
-        starts: list[float] = []
+        starts: list[tuple[float, float]] = []
 
         def pre(opt: Any, args: Any, kwargs: Any) -> None:
-            starts.append(time.perf_counter())
+            starts.append((time.perf_counter(), time.thread_time()))
             self._depth += 1
 
         def post(opt: Any, args: Any, kwargs: Any) -> None:
             self._depth -= 1
-            t0 = starts.pop()
+            t0, c0 = starts.pop()
             if self.active and not self._depth:
-                self.totals["optimizer step"] = self.totals.get("optimizer step", 0.0) + time.perf_counter() - t0
-                self.counts["optimizer step"] = self.counts.get("optimizer step", 0) + 1
+                self.add("optimizer step", time.perf_counter() - t0, time.thread_time() - c0)
 
         register_optimizer_step_pre_hook(pre)
         register_optimizer_step_post_hook(post)
@@ -181,6 +185,7 @@ class StepClock:
         self.stamps: list[float] = []
         self.cpu_stamps: list[float] = []  # process CPU time: robust to other processes on the machine
         self.hwm_kb_at_last_step = 0
+        self.gpu_peak_bytes: int | None = None
         self.warmup = warmup
         self.profile_steps = profile_steps
         self.profile_out = profile_out
@@ -192,19 +197,25 @@ class StepClock:
             self.phases.install()
 
     def phase_breakdown(self) -> dict[str, Any] | None:
-        """ms per step for each phase over the profiled window (``None`` when not profiling)."""
+        """ms per step for each phase over the timed window, wall and CPU (``None`` when not profiling)."""
         if self.phases is None or len(self.stamps) < self.warmup + self.profile_steps:
             return None
-        window = self.stamps[self.warmup + self.profile_steps - 1] - self.stamps[self.warmup - 1]
-        per_step = {k: 1000 * v / self.profile_steps for k, v in self.phases.totals.items()}
-        per_step["other"] = 1000 * window / self.profile_steps - sum(per_step.values())
-        return {"step_ms": 1000 * window / self.profile_steps, "phases_ms": per_step,
-                "calls": dict(self.phases.counts)}
+        first, last = self.warmup - 1, self.warmup + self.profile_steps - 1
+        n = self.profile_steps
+        out: dict[str, Any] = {"calls": dict(self.phases.counts)}
+        for kind, stamps, totals in (("wall", self.stamps, self.phases.totals),
+                                     ("cpu", self.cpu_stamps, self.phases.cpu_totals)):
+            step_ms = 1000 * (stamps[last] - stamps[first]) / n
+            phases = {k: 1000 * v / n for k, v in totals.items()}
+            phases["other"] = step_ms - sum(phases.values())
+            out[kind] = {"step_ms": step_ms, "phases_ms": phases}
+        return out
 
     def step_done(self) -> None:
         self.stamps.append(time.perf_counter())
         self.cpu_stamps.append(time.process_time())
         self.hwm_kb_at_last_step = _vm_hwm_kb()
+        self.gpu_peak_bytes = _gpu_peak_bytes()
         n = len(self.stamps)
         if self.phases is not None:
             self.phases.active = self.warmup <= n < self.warmup + self.profile_steps
@@ -224,6 +235,14 @@ class StepClock:
                     f"{self.warmup + 2 * self.profile_steps}\n\n"
                     f"## by self CPU time\n{table}\n\n## by total CPU time\n{table_total}\n")
                 self._profiler = None
+
+
+def _gpu_peak_bytes() -> int | None:
+    """Peak CUDA memory allocated by torch so far, or ``None`` without CUDA."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return int(torch.cuda.max_memory_allocated())
 
 
 def _vm_hwm_kb() -> int:
@@ -359,6 +378,7 @@ def worker_main(spec_path: Path) -> int:
         "step_end_times": [s - clock.start for s in clock.stamps],
         "step_end_cpu_times": clock.cpu_stamps,
         "hwm_kb_at_last_step": clock.hwm_kb_at_last_step,
+        "gpu_peak_bytes": clock.gpu_peak_bytes,
         "wall_s": total,
         "phases": clock.phase_breakdown(),
     }
@@ -413,6 +433,7 @@ def run_one(spec: dict[str, Any], run_dir: Path, threads: int) -> dict[str, Any]
         "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux: KiB
         "train_hwm_mb": result["hwm_kb_at_last_step"] / 1024,
         "wall_s": result["wall_s"],
+        "gpu_peak_mb": result["gpu_peak_bytes"] / 2**20 if result.get("gpu_peak_bytes") else None,
         "phases": result.get("phases"),
     }
 
@@ -444,24 +465,37 @@ def render_table(summary: dict[str, dict[str, Any]]) -> str:
             f"{cell(ours, 'median_cpu_s_per_step', '.3f')} | {_fmt_ratio(cpu_speed)} | "
             f"{cell(ref, 'peak_rss_mb', '.0f', ' MB')} | {cell(ours, 'peak_rss_mb', '.0f', ' MB')} | "
             f"{_fmt_ratio(mem)} |")
+    gpu = {case: row for case, row in summary.items()
+           if any(side and side.get("gpu_peak_mb") for side in row.values())}
+    if gpu:
+        lines += ["", "| case | reference peak GPU memory | ours peak GPU memory | ratio (ours/ref) |",
+                  "| --- | ---: | ---: | ---: |"]
+        for case, row in gpu.items():
+            ref, ours = row.get("reference"), row.get("ours")
+            r_mb = ref.get("gpu_peak_mb") if ref else None
+            o_mb = ours.get("gpu_peak_mb") if ours else None
+            lines.append(f"| {case} | {'-' if r_mb is None else f'{r_mb:.0f} MB'} | "
+                         f"{'-' if o_mb is None else f'{o_mb:.0f} MB'} | "
+                         f"{_fmt_ratio(o_mb / r_mb if r_mb and o_mb else None)} |")
     return "\n".join(lines)
 
 
-def render_breakdowns(breakdowns: dict[str, dict[str, Any]]) -> str:
-    """One table per case: ms per step in each phase, per side."""
+def render_breakdowns(breakdowns: dict[str, dict[str, Any]], kind: str = "cpu") -> str:
+    """One table per case: ms per step in each phase, per side (``kind``: "cpu" or "wall")."""
     blocks = []
     for case, sides in breakdowns.items():
-        names = sorted({k for b in sides.values() if b for k in b["phases_ms"]},
+        per_side = {side: (b[kind] if b else None) for side, b in sides.items()}
+        names = sorted({k for b in per_side.values() if b for k in b["phases_ms"]},
                        key=lambda k: (k == "other", k))
-        header = "| phase (ms/step) | " + " | ".join(sides) + " |"
-        lines = [f"{case}:", "", header, "| --- |" + " ---: |" * len(sides)]
+        header = f"| phase ({kind} ms/step) | " + " | ".join(per_side) + " |"
+        lines = [f"{case}:", "", header, "| --- |" + " ---: |" * len(per_side)]
         for name in names:
             cells = []
-            for b in sides.values():
+            for b in per_side.values():
                 ms = b["phases_ms"].get(name) if b else None
-                cells.append("-" if ms is None else f"{ms:.1f} ({100 * ms / b['step_ms']:.0f}%)")
+                cells.append("-" if ms is None or b is None else f"{ms:.1f} ({100 * ms / b['step_ms']:.0f}%)")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines.append("| **step** | " + " | ".join(f"{b['step_ms']:.1f}" if b else "-" for b in sides.values())
+        lines.append("| **step** | " + " | ".join(f"{b['step_ms']:.1f}" if b else "-" for b in per_side.values())
                      + " |")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
@@ -472,7 +506,7 @@ def _slug(case: str) -> str:
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Median over repeats of each run's median s/step; max peak RSS over repeats; the spread too."""
+    """Medians over repeats (of each run's median s/step, of peak RSS); the spread too."""
     medians = [r["median_s_per_step"] for r in runs]
     cpu_medians = [r["median_cpu_s_per_step"] for r in runs]
     return {
@@ -480,8 +514,10 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "run_medians": medians,
         "median_cpu_s_per_step": statistics.median(cpu_medians),
         "run_cpu_medians": cpu_medians,
-        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
-        "train_hwm_mb": max(r["train_hwm_mb"] for r in runs),
+        "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs),
+        "peak_rss_mb_range": [min(r["peak_rss_mb"] for r in runs), max(r["peak_rss_mb"] for r in runs)],
+        "train_hwm_mb": statistics.median(r["train_hwm_mb"] for r in runs),
+        "gpu_peak_mb": max((r["gpu_peak_mb"] or 0 for r in runs), default=0) or None,
         "repeats": len(runs),
     }
 
