@@ -261,6 +261,29 @@ def test_exact_job_request_and_no_secret_in_logs(aws_env: str, inputs: dict[str,
     assert rule == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": "kms-123"}
 
 
+def test_cached_class_images_are_uploaded_as_the_class_channel(backend: SageMakerBackend, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from lensa_for_all.config import TrainingConfig
+    from lensa_for_all.training.class_images import class_image_cache_key
+
+    settings = {"max_train_steps": 6, "with_prior_preservation": True, "num_class_images": 3}
+    config = TrainingConfig.from_dict(settings)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LENSA_CLASS_IMAGE_CACHE", str(cache))
+    folder = make_png_folder(cache / class_image_cache_key(config.base_model, config.revision,
+                                                           config.class_prompt_text, config.resolution, 3), count=3)
+    (folder / "key.json").write_text("{}")
+    play_on_start(backend, tmp_path / "c")
+    requests = capture(backend.aws.client("sagemaker"), "before-parameter-build.sagemaker.CreateTrainingJob")
+    source = make_fake_source_dir(tmp_path / "src", settings)
+    backend.run(source, {"instance": make_png_folder(tmp_path / "photos")}, tmp_path / "run" / "model")
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in requests[0]["InputDataConfig"]}
+    assert set(channels) == {"instance", "class"}
+    class_uri = S3Uri.parse(channels["class"])
+    keys = S3Store(backend.aws.client("s3"), class_uri.bucket, owner="123456789012").list_keys(class_uri.key)
+    assert sorted(k.rsplit("/", 1)[1] for k in keys) == ["key.json", "photo_00.png", "photo_01.png", "photo_02.png"]
+
+
 def test_max_cost_refuses_launch_before_any_upload(aws_env: str, inputs: dict[str, Path]) -> None:
     backend = SageMakerBackend(role=ROLE, region="us-east-1", max_cost_usd=0.01, show_progress=False)
     with pytest.raises(CostLimitExceeded, match=r"estimated cost \$\d+\.\d\d is over max_cost_usd=\$0\.01"):

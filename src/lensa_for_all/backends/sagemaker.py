@@ -204,6 +204,11 @@ class SageMakerBackend(Backend):
             raise ConfigError("channels must include 'instance' (the prepared photos)")
         config = _read_config(source_dir, hyperparameters)
         num_photos = _count_images(Path(channels["instance"]))
+        if "class" not in channels:
+            cached = _cached_class_images(config)
+            if cached is not None:
+                self._say(f"Uploading the cached class images in {cached} instead of generating them on the GPU")
+                channels = {**channels, "class": cached}
         estimate = self.estimate(config, num_photos)
         self._say(str(estimate))
         _warn_if_short_of_gpu_memory(config, self.instance_type)
@@ -506,6 +511,20 @@ def _read_config(source_dir: Path, hyperparameters: Mapping[str, Any] | None) ->
         return {**data, **dict(hyperparameters or {})}
     config = TrainingConfig.from_dict(data)
     return config.with_hyperparameters(hyperparameters) if hyperparameters else config
+
+
+def _cached_class_images(config: Any) -> Path | None:
+    """The local class-image cache folder for ``config``, when prior preservation is on and it is complete."""
+    if not getattr(config, "with_prior_preservation", False):
+        return None
+    try:
+        from ..training.class_images import class_image_cache_key, default_cache_root
+    except ImportError:  # pragma: no cover - the training extra is part of the core install
+        return None
+    key = class_image_cache_key(config.base_model, config.revision, config.class_prompt_text, config.resolution,
+                                config.num_class_images)
+    folder = default_cache_root() / key
+    return folder if (folder / "key.json").is_file() else None
 
 
 def _warn_if_short_of_gpu_memory(config: Any, instance_type: str) -> None:
