@@ -190,3 +190,18 @@ def test_prompts_cli(capsys: pytest.CaptureFixture[str], tiny_sd: Path) -> None:
         warnings.simplefilter("ignore")
         assert main(["prompts", "--magic", "--magic-model", "nobody/missing", "-n", "1"]) == 1
     assert "MagicPrompt" in capsys.readouterr().err
+
+
+def test_unreachable_hub_is_detected_quickly(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from lensa_for_all.prompts import magic
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    assert magic._offline() is True
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert magic._offline() is True

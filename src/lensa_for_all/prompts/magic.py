@@ -10,9 +10,13 @@ exactly once and unaltered, whatever the model wrote.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import socket
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from ..errors import MagicPromptUnavailable
 from .tokens import CLIP_MAX_TOKENS, TokenCounter, approximate_token_count, count_subject, split_fragments
@@ -59,6 +63,18 @@ def _is_junk(fragment: str) -> bool:
 def _banned_in(fragment: str, banned: Iterable[str]) -> bool:
     low = fragment.lower()
     return any(re.search(rf"(?<![a-z]){re.escape(w)}(?![a-z])", low) for w in banned)
+
+
+def _offline() -> bool:
+    """True when the Hub is switched off or does not answer within 3 s (saves minutes of retries)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return True
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=3):
+            return False
+    except OSError:
+        return True
 
 
 def clean_continuation(
@@ -139,25 +155,15 @@ class MagicPrompt:
         """Load the model and tokenizer (cached after the first call)."""
         if self._model is not None:
             return self
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         try:
-            tokenizer = AutoTokenizer.from_pretrained(self.model_id, revision=self.revision)
-            model: Any = AutoModelForCausalLM.from_pretrained(
-                self.model_id, revision=self.revision, use_safetensors=None if self.allow_pickle else True
-            )
-        except Exception as exc:  # offline, missing, gated or pickle-only: all mean "not usable here"
-            if "safetensors" in str(exc).lower() and not self.allow_pickle:
-                raise MagicPromptUnavailable(
-                    f"The MagicPrompt model {self.model_id!r} has no safetensors weights. Pass "
-                    "allow_pickle=True only if you trust it, or use magic='auto'/False."
-                ) from exc
-            raise MagicPromptUnavailable(
-                f"The MagicPrompt model {self.model_id!r} is not in the local cache and could not be "
-                "downloaded (offline?). Connect once so it is cached, pass a local folder as the magic "
-                "model, or use magic='auto' to fall back to the curated templates. Cause: "
-                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-            ) from exc
+            tokenizer, model = self._from_pretrained(local_files_only=True)
+        except Exception as local_exc:  # not cached: download it, unless we know that cannot work
+            if Path(self.model_id).is_dir() or _offline():
+                raise self._unavailable(local_exc) from local_exc
+            try:
+                tokenizer, model = self._from_pretrained(local_files_only=False)
+            except Exception as exc:  # offline, missing, gated or pickle-only: all mean "not usable here"
+                raise self._unavailable(exc) from exc
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -166,6 +172,29 @@ class MagicPrompt:
             model.to(self.device)
         self._tokenizer, self._model = tokenizer, model
         return self
+
+    def _from_pretrained(self, *, local_files_only: bool) -> tuple[Any, Any]:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        kwargs: dict[str, Any] = {"revision": self.revision, "local_files_only": local_files_only}
+        tokenizer = AutoTokenizer.from_pretrained(self.model_id, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            self.model_id, use_safetensors=None if self.allow_pickle else True, **kwargs
+        )
+        return tokenizer, model
+
+    def _unavailable(self, exc: BaseException) -> MagicPromptUnavailable:
+        if "safetensors" in str(exc).lower() and not self.allow_pickle:
+            return MagicPromptUnavailable(
+                f"The MagicPrompt model {self.model_id!r} has no safetensors weights. Pass "
+                "MagicPrompt(..., allow_pickle=True) only if you trust it, or use magic='auto'/False."
+            )
+        cause = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return MagicPromptUnavailable(
+            f"The MagicPrompt model {self.model_id!r} is not in the local cache and could not be "
+            "downloaded (offline?). Connect once so it is cached, pass a local folder as the magic "
+            f"model, or use magic='auto' to fall back to the curated templates. Cause: {cause}"
+        )
 
     def continuations(self, prompts: Sequence[str], *, seed: int) -> list[str]:
         """The raw text each prompt is continued with (sampling seeded by ``seed``)."""

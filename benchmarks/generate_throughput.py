@@ -1,0 +1,141 @@
+"""Generation throughput: AvatarModel defaults against a plain StableDiffusionPipeline with its defaults.
+
+Both sides render the same prompts at the same size on the same random-weight model, one image per
+pipeline call, each side in its own subprocess (so peak RSS is its own). The plain side keeps the
+pipeline's defaults (PNDM, 50 steps); AvatarModel keeps its own (DPM++ 2M Karras, 25 steps, device
+and dtype choice). Runs alternate between sides and the best of ``--repeats`` is kept, because a
+shared machine's timings drift.
+
+    python benchmarks/generate_throughput.py                       # "small" model, 128 px, 4 images, CPU
+    python benchmarks/generate_throughput.py --size sd15 --num-images 8   # on a GPU: SD-1.5 shapes, 512 px, fp16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+PROMPTS = [
+    "portrait photo of ohwx person, soft light, 85mm",
+    "ohwx person as a fantasy knight, detailed armor",
+    "anime portrait of ohwx person, vibrant colors",
+    "oil painting of ohwx person, rich brush strokes",
+]
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def worker(side: str, model_path: str, num_images: int, device: str | None, dtype: str | None) -> dict[str, Any]:
+    """Load, warm up with one short call, then time ``num_images`` images; runs in a subprocess."""
+    import torch
+
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(num_images)]
+    if side == "plain":
+        from diffusers import StableDiffusionPipeline
+
+        from lensa_for_all.generation.device import choose_device
+
+        choice = choose_device(device, dtype)  # same device/dtype as AvatarModel would pick
+        pipe = StableDiffusionPipeline.from_pretrained(model_path, torch_dtype=choice.dtype).to(choice.device)
+        pipe.set_progress_bar_config(disable=True)
+        pipe(prompts[0], num_inference_steps=2)
+        sync = torch.cuda.synchronize if choice.kind == "cuda" else (lambda: None)
+        sync()
+        start = time.perf_counter()
+        for i, p in enumerate(prompts):
+            pipe(p, generator=torch.Generator("cpu").manual_seed(i))  # defaults: PNDM, 50 steps, CFG 7.5
+        sync()
+        seconds = time.perf_counter() - start
+        steps = pipe.scheduler.num_inference_steps
+        sched = type(pipe.scheduler).__name__
+    else:
+        from lensa_for_all.generation import AvatarModel
+
+        model = AvatarModel.load(model_path, device=device, dtype=dtype)
+        model.generate(prompts[0], num_inference_steps=2, seed=0)
+        cuda = model.runner.device.kind == "cuda"  # type: ignore[attr-defined]
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        pack = model.generate(prompts, seed=0)  # defaults: DPM++ 2M Karras, 25 steps
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        steps = pack[0].num_inference_steps
+        sched = pack[0].scheduler
+    out = {"side": side, "images": num_images, "seconds": seconds, "images_per_s": num_images / seconds,
+           "peak_rss_mb": _peak_rss_mb(), "steps": steps, "scheduler": sched,
+           "device": str(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else "cpu",
+           "torch_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        out["peak_vram_mb"] = torch.cuda.max_memory_allocated() / 1024**2
+    return out
+
+
+def run_side(side: str, model_path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--worker", side, "--model", str(model_path), "--num-images",
+           str(args.num_images)]
+    if args.device:
+        cmd += ["--device", args.device]
+    if args.dtype:
+        cmd += ["--dtype", args.dtype]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DISABLE_TQDM": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if res.returncode != 0:
+        raise SystemExit(f"{side} worker failed:\n{res.stderr[-3000:]}")
+    return dict(json.loads(res.stdout.strip().splitlines()[-1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="small", choices=["tiny", "small", "sd15"])
+    parser.add_argument("--num-images", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=2, help="alternating runs per side; the best is kept")
+    parser.add_argument("--device")
+    parser.add_argument("--dtype")
+    parser.add_argument("--model-dir", help="where the random model is built (default: a temp folder)")
+    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--worker", choices=["plain", "avatar"], help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.model, args.num_images, args.device, args.dtype)))
+        return 0
+
+    from lensa_for_all.testing import make_tiny_sd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.model_dir) if args.model_dir else Path(tmp)
+        model_path = make_tiny_sd(root / f"bench-{args.size}", args.size)
+        runs: dict[str, list[dict[str, Any]]] = {"plain": [], "avatar": []}
+        for _ in range(args.repeats):
+            for side in ("plain", "avatar"):
+                runs[side].append(run_side(side, model_path, args))
+    best = {side: max(r, key=lambda x: x["images_per_s"]) for side, r in runs.items()}
+    p, a = best["plain"], best["avatar"]
+    print(f"model: random '{args.size}', {args.num_images} images, device {a['device']}, "
+          f"best of {args.repeats} alternating runs per side")
+    print("| side | scheduler | steps | seconds | images/s | peak RSS (MB) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for label, r in (("StableDiffusionPipeline defaults", p), ("AvatarModel defaults", a)):
+        print(f"| {label} | {r['scheduler']} | {r['steps']} | {r['seconds']:.2f} | {r['images_per_s']:.3f} | "
+              f"{r['peak_rss_mb']:.0f} |")
+    speedup = a["images_per_s"] / p["images_per_s"]
+    print(f"speed-up: {speedup:.2f}x; peak RSS ratio (avatar/plain): {a['peak_rss_mb'] / p['peak_rss_mb']:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"runs": runs, "speedup": speedup}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
