@@ -272,3 +272,53 @@ def test_generate_through_endpoint_with_moto_queued_results(aws_env: str) -> Non
         "negative_prompt": pack[0].negative_prompt, "num_inference_steps": 20, "guidance_scale":
         pack[0].guidance_scale, "height": 64, "width": 64, "seed": 100, "num_images": 1,
         "scheduler": "dpmpp_2m_karras"}
+
+
+def test_device_and_dtype_choice() -> None:
+    import torch
+
+    from lensa_for_all.generation.device import choose_device, parse_dtype
+
+    cpu = choose_device("cpu")
+    assert (cpu.device, cpu.dtype, cpu.kind) == ("cpu", torch.float32, "cpu")
+    assert choose_device("cpu", "bf16").dtype == torch.bfloat16
+    assert parse_dtype("fp16") is torch.float16 and parse_dtype(torch.float32) is torch.float32
+    with pytest.raises(ConfigError, match="Unknown dtype"):
+        parse_dtype("int3")
+    with pytest.raises(ConfigError, match="Unknown device"):
+        choose_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA"):
+            choose_device("cuda")
+        assert choose_device().device in ("cpu", "mps")
+
+
+def test_png_without_parameters_is_refused(tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
+    with pytest.raises(GenerationError, match="no 'parameters'"):
+        Avatar.from_png(tmp_path / "plain.png")
+
+
+@pytest.mark.gpu
+def test_cuda_fp16_batched_generation_regenerates(tiny_sd: Path, tmp_path: Path) -> None:
+    import torch
+
+    m = AvatarModel.load(tiny_sd)
+    assert m.runner.device.dtype == torch.float16  # type: ignore[attr-defined]
+    pack = m.generate(m.prompt_generator(), 4, seed=3, num_inference_steps=STEPS, guidance_scale=7.0)
+    assert {a.batch_size for a in pack} == {4}
+    paths = pack.save(tmp_path)
+    again = m.regenerate(paths[2])
+    assert (_px(again.image) == _px(pack[2].image)).all()
+
+
+def test_mixed_settings_render_in_full_batches() -> None:
+    from lensa_for_all.generation.model import _batches
+    from lensa_for_all.generation.runner import Job
+
+    jobs = [Job(f"p{i}", "", i, 2, 7.0 if i % 2 else 6.5, "ddim", 64, 64) for i in range(5)]
+    batches = list(_batches(jobs, 2, lambda w, h: 99))
+    assert [[j.seed for j in b] for b in batches] == [[0, 2], [1, 3], [4]]
+    assert [[j.seed for j in b] for b in _batches(jobs, None, lambda w, h: 1)] == [[i] for i in range(5)]

@@ -402,15 +402,19 @@ def _prepare_pipeline(pipe: Any, device: str, *, memory: str, compile: bool) -> 
 
 def _batches(jobs: Sequence[Job], batch_size: int | None,
              auto: Callable[[int, int], int]) -> Iterator[list[Job]]:
-    batch: list[Job] = []
+    """Batches of jobs that can share a pipeline call, filled in job order.
+
+    Jobs with different settings (a style's own guidance scale, say) wait in their own bucket, so a
+    mixed pack still renders in full batches; a bucket is rendered as soon as it is full.
+    """
+    buckets: dict[tuple[Any, ...], list[Job]] = {}
     for job in jobs:
-        limit = batch_size or auto(job.width, job.height)
-        if batch and (batch_key(batch[0]) != batch_key(job) or len(batch) >= limit):
-            yield batch
-            batch = []
-        batch.append(job)
-    if batch:
-        yield batch
+        key = batch_key(job)
+        bucket = buckets.setdefault(key, [])
+        bucket.append(job)
+        if len(bucket) >= (batch_size or auto(job.width, job.height)):
+            yield buckets.pop(key)
+    yield from (b for b in buckets.values() if b)
 
 
 def _avatar(job: Job, image: Any, *, model: str, batch_size: int, batch_index: int,
