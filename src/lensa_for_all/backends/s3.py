@@ -75,9 +75,10 @@ def deterministic_tarball(src: Path, dest: Path, *, extra: Iterable[tuple[str, P
     on the files' names and contents: sorted, zero mtimes, no owners. An unchanged source dir thus gives an
     identical tarball, which the upload then skips.
     """
-    files = sorted((p.relative_to(src).as_posix(), p) for p in src.rglob("*")
-                   if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
-    files = sorted({*files, *extra})
+    by_name = {p.relative_to(src).as_posix(): p for p in src.rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
+    by_name.update(dict(extra))  # an extra file replaces a source file of the same name
+    files = sorted(by_name.items())
     with atomic_path(dest) as tmp, open(tmp, "wb") as raw, \
             gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
