@@ -224,6 +224,7 @@ def test_exact_job_request_and_no_secret_in_logs(aws_env: str, inputs: dict[str,
                                spot=True, max_run_s=3600, volume_size_gb=40, show_progress=False,
                                poll_interval_s=0, run_name="alice", tags={"team": "app"},
                                subnets=["subnet-1"], security_group_ids=["sg-1"], kms_key_id="kms-123")
+    backend.aws.client("s3").create_bucket(Bucket="my-avatars")
     play_on_start(backend, tmp_path / "container")
     requests = capture(backend.aws.client("sagemaker"), "before-parameter-build.sagemaker.CreateTrainingJob")
     caplog.set_level(logging.DEBUG)
@@ -255,10 +256,10 @@ def test_exact_job_request_and_no_secret_in_logs(aws_env: str, inputs: dict[str,
     assert req["VpcConfig"] == {"Subnets": ["subnet-1"], "SecurityGroupIds": ["sg-1"]}
     assert "CreateTrainingJob" in caplog.text and SECRET not in caplog.text
     assert SECRET not in repr(backend)
-    # the user's bucket was created with the KMS key as default encryption
-    enc = backend.aws.client("s3").get_bucket_encryption(Bucket="my-avatars")
-    rule = enc["ServerSideEncryptionConfiguration"]["Rules"][0]["ApplyServerSideEncryptionByDefault"]
-    assert rule == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": "kms-123"}
+    # objects are encrypted with the KMS key
+    s3 = backend.aws.client("s3")
+    head = s3.head_object(Bucket="my-avatars", Key="lensa-for-all/alice/source/sourcedir.tar.gz")
+    assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"].endswith("kms-123")
 
 
 def test_cached_class_images_are_uploaded_as_the_class_channel(backend: SageMakerBackend, tmp_path: Path,
@@ -557,8 +558,14 @@ def test_bucket_of_another_account_is_refused(backend: SageMakerBackend) -> None
                               expected_params={"Bucket": "someone-elses", "ExpectedBucketOwner": "123456789012"})
         with pytest.raises(AWSConfigurationError, match="not owned by account 123456789012"):
             backend.aws.ensure_bucket("someone-elses")
-    existing = backend.aws.ensure_bucket("mine-already")
-    assert backend.aws.ensure_bucket("mine-already") == existing  # second call finds it
+    with pytest.raises(AWSConfigurationError, match="'typo-bucket' does not exist.*leave bucket unset"):
+        backend.aws.ensure_bucket("typo-bucket")
+    assert backend.aws.client("s3").list_buckets()["Buckets"] == []  # a given bucket is never created
+    default = backend.aws.ensure_bucket(None, kms_key_id="kms-9")
+    assert default == "sagemaker-us-east-1-123456789012" == backend.aws.ensure_bucket(None)
+    enc = backend.aws.client("s3").get_bucket_encryption(Bucket=default)
+    rule = enc["ServerSideEncryptionConfiguration"]["Rules"][0]["ApplyServerSideEncryptionByDefault"]
+    assert rule == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": "kms-9"}
 
 
 # ---- the launcher that runs first in the container ---------------------------------------------------

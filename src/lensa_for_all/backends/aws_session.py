@@ -255,7 +255,7 @@ class AWSSession:
         return f"sagemaker-{self.region}-{self.account_id}"
 
     def ensure_bucket(self, bucket: str | None = None, *, kms_key_id: str | None = None) -> str:
-        """Return ``bucket`` (or the default one), creating it encrypted and private when it does not exist.
+        """Return ``bucket`` (or the default one, created encrypted and private when it does not exist).
 
         ``head_bucket`` names ``ExpectedBucketOwner``: a bucket of that name in another account answers 403,
         which we report instead of writing a user's photos into a stranger's bucket.
@@ -276,8 +276,12 @@ class AWSSession:
                 ) from exc
             if code not in ("404", "NoSuchBucket", "NotFound"):
                 raise AWSConfigurationError(f"Cannot use bucket {name!r}: {exc}") from exc
-        if bucket is not None and not name.startswith("sagemaker-"):
-            logger.info("bucket %s does not exist; creating it", name)
+        if bucket is not None and bucket != self.default_bucket_name():
+            raise AWSConfigurationError(
+                f"Bucket {name!r} does not exist in account {self.account_id}. Create it (private, encrypted), "
+                f"or leave bucket unset to use {self.default_bucket_name()!r}, which is created for you."
+            )
+        logger.info("creating bucket %s (encrypted, public access blocked)", name)
         kwargs: dict[str, Any] = {"Bucket": name}
         if self.region != "us-east-1":
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
