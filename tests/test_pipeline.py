@@ -1,0 +1,295 @@
+"""Pipeline: the whole run through LocalBackend, the run folder's state, resuming, invalidation, re-attaching."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lensa_for_all import Pipeline, PipelineResult
+from lensa_for_all.backends.local import LocalBackend
+from lensa_for_all.errors import ConfigError, RunStateError
+from lensa_for_all.run_state import STATE_FILE, RunState
+from pipeline_helpers import (
+    CopyTrainer,
+    CountingTrainer,
+    FakeRemoteBackend,
+    RecordingProgress,
+    copy_sample_photos,
+    fast_config,
+    tree_state,
+)
+
+GEN = {"num_inference_steps": 2}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the training subprocess: tiny models thrash with more
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    return copy_sample_photos(tmp_path / "me", n=4)
+
+
+def _pipeline(photos: Path, run_dir: Path, tiny_sd: Path, progress: RecordingProgress | None = None,
+              **config: object) -> Pipeline:
+    trainer = CopyTrainer(tiny_sd, fast_config(tiny_sd, **config))
+    return Pipeline(photos, trainer=trainer, run_dir=run_dir, progress=progress or RecordingProgress())
+
+
+def _pixels(path: Path) -> bytes:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.convert("RGB").tobytes()
+
+
+def _prompt(path: Path) -> tuple[str, int]:
+    from lensa_for_all.generation.pack import read_png_parameters
+
+    params = read_png_parameters(path)
+    return params["prompt"], params["seed"]
+
+
+# ---- the whole path, for real ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_whole_run_through_local_backend_then_rerun_reuses_everything(tiny_sd: Path, photos: Path,
+                                                                      tmp_path: Path) -> None:
+    from PIL import Image
+
+    from lensa_for_all.generation.pack import read_png_parameters
+
+    trainer = CountingTrainer(fast_config(tiny_sd), backend=LocalBackend())
+    progress = RecordingProgress()
+    out = tmp_path / "avatars"
+    pipe = Pipeline(photos, trainer=trainer, progress=progress)
+    result = pipe.run(num_images=3, styles=["headshot"], out_dir=out, seed=11, **GEN)
+
+    assert isinstance(result, PipelineResult) and result.run_dir == out / "run"
+    assert trainer.calls == 1 and result.reused == () and result.num_photos == 4 and result.num_rejected == 0
+    lora = result.run_dir / "model" / "pytorch_lora_weights.safetensors"
+    assert lora.is_file() and result.model == str(result.run_dir / "model")
+    assert (result.run_dir / "photos" / "manifest.json").is_file()
+    assert json.loads((result.run_dir / "qc_report.json").read_text())["usable"] is True
+    assert [p.parent for p in result.avatars] == [out] * 3
+    for i, path in enumerate(result.avatars):
+        params = read_png_parameters(path)
+        assert params["seed"] == 11 + i and "ohwx person" in params["prompt"] and params["style"] == "headshot"
+        with Image.open(path) as im:
+            assert im.size == (64, 64)
+    assert result.contact_sheet == out / "contact_sheet.jpg"
+    with Image.open(result.contact_sheet) as sheet:
+        assert sheet.width > 64
+    assert set(result.durations) == {"photos", "train", "generate"} and all(s > 0 for s in result.durations.values())
+    # progress: stages in order, every training step and every avatar reported
+    assert progress.finished() == [("photos", False), ("train", False), ("generate", False)]
+    assert [e[2] for e in progress.events if e[:2] == ("progress", "train") and e[3] == 2][-2:] == [1, 2]
+    assert [e[2] for e in progress.events if e[:2] == ("progress", "generate")] == [0, 1, 2, 3]
+    # the state file records each stage: done, fingerprint, outputs, duration
+    state = json.loads((result.run_dir / STATE_FILE).read_text())
+    assert [state["stages"][s]["status"] for s in ("photos", "train", "generate")] == ["done"] * 3
+    assert state["stages"]["train"]["outputs"]["metrics"]["steps"] == 2
+    assert state["run"]["args"]["seed"] == 11
+
+    # the same command again: nothing is redone, nothing is rewritten
+    before = tree_state(tmp_path)
+    again = Pipeline(photos, trainer=trainer, progress=RecordingProgress()).run(
+        num_images=3, styles=["headshot"], out_dir=out, seed=11, **GEN)
+    assert trainer.calls == 1 and again.reused == ("photos", "train", "generate")
+    assert again.avatars == result.avatars and again.durations == result.durations
+    after = tree_state(tmp_path)
+    assert {k: v for k, v in after.items() if not k.endswith(STATE_FILE)} == \
+        {k: v for k, v in before.items() if not k.endswith(STATE_FILE)}
+
+    # resume() rebuilds the pipeline from the state alone and finds everything done
+    resumed = Pipeline.resume(result.run_dir, progress=False)
+    assert resumed.reused == ("photos", "train", "generate") and resumed.avatars == result.avatars
+
+
+# ---- resuming ------------------------------------------------------------------------------------------
+
+
+def test_crash_during_generation_resumes_without_retraining_and_keeps_finished_avatars(
+        tiny_sd: Path, photos: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    pipe = _pipeline(photos, run_dir, tiny_sd, RecordingProgress(interrupt_at=("generate", 2)))
+    with pytest.raises(KeyboardInterrupt):
+        pipe.run(num_images=4, out_dir=tmp_path / "out", **GEN)
+    out = tmp_path / "out"
+    kept = sorted(out.glob("*.png"))
+    assert len(kept) == 2
+    state = RunState.load(run_dir)
+    assert state.stage("train")["status"] == "done" and state.stage("generate")["status"] == "started"
+    model_before, kept_before = tree_state(run_dir / "model"), tree_state(out)
+
+    progress = RecordingProgress()
+    trainer = pipe.trainer
+    again = Pipeline(photos, trainer=trainer, run_dir=run_dir, progress=progress).run(
+        num_images=4, out_dir=out, **GEN)
+    assert len(trainer.calls) == 1  # type: ignore[attr-defined]  # trained once, not again
+    assert tree_state(run_dir / "model") == model_before
+    assert again.reused == ("photos", "train")
+    assert len(again.avatars) == 4 and again.avatars[:2] == tuple(kept)
+    for name, stat in kept_before.items():
+        if name.endswith(".png"):
+            assert tree_state(out)[name] == stat  # the finished avatars were not rendered again
+    assert [e[2] for e in progress.events if e[:2] == ("progress", "generate")] == [2, 3, 4]
+    assert any("Keeping the 2 avatars" in e[1] for e in progress.events if e[0] == "message")
+    # the resumed pack is the pack an uninterrupted run makes: same seeds, prompts and pixels
+    index = json.loads((out / "avatars.json").read_text())
+    assert index["contact_sheet"] == "contact_sheet.jpg" and len(index["avatars"]) == 4
+    seed = state.stage("generate")["progress"]["seed"]
+    assert [a["seed"] for a in index["avatars"]] == [seed, seed + 1, seed + 2, seed + 3]
+    fresh = _pipeline(photos, tmp_path / "run2", tiny_sd).run(num_images=4, out_dir=tmp_path / "out2", seed=seed,
+                                                              **GEN)
+    assert [_pixels(p) for p in fresh.avatars] == [_pixels(p) for p in again.avatars]
+    assert [_prompt(p) for p in fresh.avatars] == [_prompt(p) for p in again.avatars]
+
+
+def test_resume_continues_an_interrupted_run_from_its_state(tiny_sd: Path, photos: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        _pipeline(photos, run_dir, tiny_sd, RecordingProgress(interrupt_at=("generate", 1))).run(
+            num_images=2, styles=["fantasy"], **GEN)
+    result = Pipeline.resume(run_dir, progress=False)  # no photos, config or settings passed again
+    assert result.out_dir == run_dir / "avatars" and len(result.avatars) == 2
+    assert result.reused == ("photos", "train")
+    assert all("fantasy" in p.name or "-" in p.name for p in result.avatars)
+    assert RunState.load(run_dir).run["args"]["styles"] == ["fantasy"]
+
+
+# ---- invalidation --------------------------------------------------------------------------------------
+
+
+def test_changed_inputs_rerun_their_stage_and_what_follows(tiny_sd: Path, photos: Path, tmp_path: Path) -> None:
+    from lensa_for_all.demo import sample_photos
+
+    run_dir, out = tmp_path / "run", tmp_path / "out"
+    pipe = _pipeline(photos, run_dir, tiny_sd)
+    first = pipe.run(num_images=2, out_dir=out, seed=1, **GEN)
+    trainer = pipe.trainer
+    (run_dir / "model.work" / "checkpoints").mkdir(parents=True)
+    (run_dir / "model.work" / "checkpoints" / "stale.safetensors").write_bytes(b"old")
+
+    # generation settings only: photos and model reused, the old avatars replaced
+    progress = RecordingProgress()
+    second = Pipeline(photos, trainer=trainer, run_dir=run_dir, progress=progress).run(
+        num_images=3, out_dir=out, seed=1, **GEN)
+    assert second.reused == ("photos", "train") and len(trainer.calls) == 1  # type: ignore[attr-defined]
+    assert len(list(out.glob("*.png"))) == 3 and len(json.loads((out / "avatars.json").read_text())["avatars"]) == 3
+
+    # a training setting: photos reused, training redone from scratch (stale checkpoints removed)
+    trainer2 = CopyTrainer(tiny_sd, fast_config(tiny_sd, max_train_steps=3))
+    third = Pipeline(photos, trainer=trainer2, run_dir=run_dir, progress=RecordingProgress()).run(
+        num_images=3, out_dir=out, seed=1, **GEN)
+    assert third.reused == ("photos",) and len(trainer2.calls) == 1
+    assert not (run_dir / "model.work" / "checkpoints" / "stale.safetensors").exists()
+
+    # a photo replaced by another one: everything runs again
+    victim = sorted(photos.glob("*.jpg"))[0]
+    victim.unlink()
+    shutil.copyfile(sample_photos()[4], photos / sample_photos()[4].name)
+    fourth = Pipeline(photos, trainer=trainer2, run_dir=run_dir, progress=RecordingProgress()).run(
+        num_images=3, out_dir=out, seed=1, **GEN)
+    assert fourth.reused == () and len(trainer2.calls) == 2
+    manifest = json.loads((run_dir / "photos" / "manifest.json").read_text())
+    assert victim.name not in {Path(e["source"]).name for e in manifest["photos"]}
+    assert first.avatars[0].name != "" and len(list(out.glob("*.png"))) == 3
+
+
+def test_run_folder_with_foreign_files_and_corrupt_state_are_refused(tiny_sd: Path, photos: Path,
+                                                                     tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    (run_dir / "model").mkdir(parents=True)
+    with pytest.raises(RunStateError, match="no run state"):
+        _pipeline(photos, run_dir, tiny_sd).run(num_images=1, **GEN)
+    (run_dir / STATE_FILE).write_text("{not json")
+    with pytest.raises(RunStateError, match="corrupt"):
+        _pipeline(photos, run_dir, tiny_sd).run(num_images=1, **GEN)
+    with pytest.raises(RunStateError, match="not a lensa-for-all run folder"):
+        Pipeline.resume(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        _pipeline(photos, tmp_path / "r2", tiny_sd).run(num_images=1, sampler="euler")
+    with pytest.raises(ConfigError, match="backend"):
+        Pipeline(photos, backend="gpu-cluster")
+
+
+# ---- re-attaching to a remote job ----------------------------------------------------------------------
+
+
+def test_crash_during_a_remote_job_reattaches_to_it_instead_of_launching_another(
+        tiny_sd: Path, photos: Path, tmp_path: Path) -> None:
+    from lensa_for_all.trainer import DreamBoothTrainer
+
+    backend = FakeRemoteBackend(tiny_sd)
+    run_dir = tmp_path / "run"
+    trainer = DreamBoothTrainer(fast_config(tiny_sd))
+    with pytest.raises(KeyboardInterrupt):
+        Pipeline(photos, trainer=trainer, backend=backend, run_dir=run_dir, progress=False).run(num_images=1, **GEN)
+    assert backend.started == ["job-1"]
+    assert RunState.load(run_dir).stage("train")["progress"]["job_name"] == "job-1"  # recorded at launch
+    assert "start" not in vars(backend)  # the recorder was removed again
+
+    progress = RecordingProgress()
+    result = Pipeline(photos, trainer=trainer, backend=backend, run_dir=run_dir, progress=progress).run(
+        num_images=1, **GEN)
+    assert backend.started == ["job-1"] and backend.attached == ["job-1"]  # no second job
+    assert result.job_name == "job-1" and result.cost_usd == pytest.approx(0.12) and len(result.avatars) == 1
+    assert any("Re-attaching to training job job-1" in e[1] for e in progress.events if e[0] == "message")
+    assert "$0.12" in result.summary() and "job-1" in result.summary()
+
+
+@pytest.mark.slow
+def test_sagemaker_job_is_reattached_from_the_state_on_moto(aws_env: str, tiny_sd: Path, photos: Path,
+                                                            tmp_path: Path) -> None:
+    """The real SageMakerBackend on moto: the run dies while following the job; the next run attaches to it."""
+    import boto3
+
+    from lensa_for_all.archives import safe_extract  # noqa: F401  (the download path under test uses it)
+    from lensa_for_all.backends.s3 import deterministic_tarball
+    from lensa_for_all.backends.sagemaker import SageMakerBackend
+    from lensa_for_all.trainer import DreamBoothTrainer
+
+    backend = SageMakerBackend(role="arn:aws:iam::123456789012:role/LensaForAllSageMakerRole", region="us-east-1",
+                               show_progress=False, poll_interval_s=0, stop_on_interrupt=False)
+    backend.sleep = lambda _s: None
+    artifact = deterministic_tarball(tiny_sd, tmp_path / "model.tar.gz")
+    original_start = backend.start
+
+    def start_and_publish(spec: object) -> str:  # moto runs nothing: publish the job's artifact ourselves
+        name = original_start(spec)  # type: ignore[arg-type]
+        desc = backend.aws.client("sagemaker").describe_training_job(TrainingJobName=name)
+        uri = desc["ModelArtifacts"]["S3ModelArtifacts"].removeprefix("s3://")
+        bucket, key = uri.split("/", 1)
+        backend.aws.client("s3").upload_file(str(artifact), bucket, key)
+        return name
+
+    backend.start = start_and_publish  # type: ignore[method-assign]
+    crash = {"left": 1}
+
+    def die_while_following(**_: object) -> None:
+        if crash["left"]:
+            crash["left"] -= 1
+            raise KeyboardInterrupt
+
+    sm = backend.aws.client("sagemaker")
+    sm.meta.events.register("before-call.sagemaker.DescribeTrainingJob", die_while_following)
+    run_dir = tmp_path / "run"
+    trainer = DreamBoothTrainer(fast_config(tiny_sd))
+    with pytest.raises(KeyboardInterrupt):
+        Pipeline(photos, trainer=trainer, backend=backend, run_dir=run_dir, progress=False).run(num_images=1, **GEN)
+    job = RunState.load(run_dir).stage("train")["progress"]["job_name"]
+    assert job.startswith("lensa-")
+
+    result = Pipeline(photos, trainer=trainer, backend=backend, run_dir=run_dir, progress=False).run(
+        num_images=1, **GEN)
+    jobs = boto3.client("sagemaker", region_name="us-east-1").list_training_jobs()["TrainingJobSummaries"]
+    assert [j["TrainingJobName"] for j in jobs] == [job]  # attached, not launched again
+    assert result.job_name == job and result.backend == "sagemaker" and result.cost_usd is not None
+    assert (run_dir / "model" / "model_index.json").is_file() and len(result.avatars) == 1
