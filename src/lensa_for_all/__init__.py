@@ -28,6 +28,8 @@ _LAZY: dict[str, str] = {
     "SageMakerBackend": "lensa_for_all.backends.sagemaker",
     "Endpoint": "lensa_for_all.backends.endpoint",
     "PhotoSet": "lensa_for_all.photos",
+    "Pipeline": "lensa_for_all.pipeline",
+    "PipelineResult": "lensa_for_all.pipeline",
 }
 
 __all__ = ["__version__", *_LAZY, *_error_names]
