@@ -143,7 +143,8 @@ def _error_from_failure(reason: str, log_tail: list[str], log_path: Path | None)
 class LocalBackend(Backend):
     """Runs training on this machine in a subprocess, exactly as the SageMaker container would.
 
-    The run's working folders (checkpoints, the contract's output folder, ``train.log``) live in
+    Generated class images are cached in ``$LENSA_CLASS_IMAGE_CACHE`` (default
+    ``~/.cache/lensa_for_all/class_images``) and reused by later runs. The run's working folders (checkpoints, the contract's output folder, ``train.log``) live in
     ``work_dir`` (default: ``<output_dir>.work`` beside the artifact folder); a second ``run`` with the
     same folders resumes from the newest checkpoint.
     """
@@ -174,6 +175,11 @@ class LocalBackend(Backend):
         log_path = work / "train.log"
         work.mkdir(parents=True, exist_ok=True)
         tail: deque[str] = deque(maxlen=40)
+        from ..training.class_images import CACHE_ENV, default_cache_root
+
+        env = dict(self.env)
+        # generated class images are shared by every local run (the container default would keep them per run)
+        env.setdefault(CACHE_ENV, str(default_cache_root()))
 
         class _Tail:
             def write(self, line: str) -> None:
@@ -181,7 +187,7 @@ class LocalBackend(Backend):
 
         code = run_entry_point(
             source_dir, channels=channels, model_dir=output_dir, output_dir=work / "output",
-            checkpoint_dir=work / "checkpoints", hyperparameters=hyperparameters, env=self.env,
+            checkpoint_dir=work / "checkpoints", hyperparameters=hyperparameters, env=env,
             progress=progress, log_path=log_path, num_gpus=self.num_gpus,
             echo=sys.stderr if self.echo_logs else _Tail(),  # type: ignore[arg-type]
         )
