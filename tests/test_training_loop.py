@@ -266,3 +266,59 @@ def test_prepared_folder_manifest_order_is_used(tmp_path: Path) -> None:
     assert [p.name for p in list_images(folder)] == ["photo-00.png", "photo-01.png", "photo-02.png"]
     with pytest.raises(PhotoSetError, match="does not exist"):
         list_images(tmp_path / "nowhere")
+
+
+def test_optimizer_and_precision_fall_back_on_cpu(caplog: pytest.LogCaptureFixture) -> None:
+    import torch
+
+    from lensa_for_all.config import TrainingConfig
+    from lensa_for_all.training.loop import _make_optimizer, resolve_mixed_precision
+
+    param = torch.nn.Parameter(torch.zeros(3))
+    with caplog.at_level("WARNING"):
+        opt = _make_optimizer(TrainingConfig(use_8bit_adam=True), [{"params": [param], "lr": 1e-3}], "cpu")
+    assert isinstance(opt, torch.optim.AdamW) and "8-bit AdamW needs a CUDA GPU" in caplog.text
+    assert opt.defaults["fused"] or opt.defaults["foreach"]
+    if not torch.cuda.is_available():
+        with caplog.at_level("WARNING"):
+            assert resolve_mixed_precision("fp16") == "no"
+        assert "needs a CUDA GPU" in caplog.text
+        assert resolve_mixed_precision("auto") == "no" and resolve_mixed_precision("bf16") == "bf16"
+
+
+@pytest.mark.parametrize("failure", ["cuda_oom", "cpu_oom", "disk_full"])
+def test_resource_errors_say_what_to_do(failure: str, photos: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import torch
+
+    from lensa_for_all.errors import DiskFullError, OutOfMemoryError
+    from lensa_for_all.training import loop
+
+    def boom(self: object) -> None:
+        if failure == "cuda_oom":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if failure == "cpu_oom":
+            raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate ... out of memory")
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "unet"))
+
+    monkeypatch.setattr(loop._Run, "execute", boom)
+    expected, match = ((DiskFullError, "No space left") if failure == "disk_full"
+                       else (OutOfMemoryError, "mixed_precision='fp16'.*gradient_checkpointing=True.*use_8bit_adam"))
+    with pytest.raises(expected, match=match):
+        loop.train(tiny_config(Path("unused")), photos, tmp_path / "out")
+
+
+@pytest.mark.gpu
+def test_mixed_precision_lora_on_cuda(tiny_sd: Path, photos: Path, tmp_path: Path) -> None:
+    import math
+
+    from lensa_for_all.training.loop import train
+
+    cfg = tiny_config(tiny_sd, "lora", mixed_precision="fp16", use_8bit_adam=True, gradient_checkpointing=True,
+                      max_train_steps=3)
+    metrics = train(cfg, photos, tmp_path / "out", checkpoint_dir=tmp_path / "ck",
+                    class_image_cache=tmp_path / "cache")
+    assert metrics["mixed_precision"] == "fp16" and math.isfinite(metrics["final_loss"])
+    assert (tmp_path / "out" / "pytorch_lora_weights.safetensors").is_file()

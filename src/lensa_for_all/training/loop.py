@@ -14,6 +14,7 @@ All randomness of a step (data order, flips, latent samples, noise, timesteps) c
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import logging
 import math
@@ -24,7 +25,7 @@ from typing import Any
 
 from ..backends.base import ProgressCallback, TrainingProgress
 from ..config import TrainingConfig
-from ..errors import ConfigError, OutOfMemoryError, PhotoSetError, TrainingError
+from ..errors import ConfigError, DiskFullError, OutOfMemoryError, PhotoSetError, TrainingError
 from .data import MIN_PHOTOS, list_images
 
 __all__ = ["train", "resolve_mixed_precision", "noisy_and_target"]
@@ -145,6 +146,14 @@ def train(
     except RuntimeError as exc:
         if "out of memory" in str(exc).lower():
             raise OutOfMemoryError(OOM_ADVICE) from exc
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise DiskFullError(
+                f"No space left on the disk while writing to {exc.filename or output_dir}. Free some space, raise "
+                "checkpointing_steps or lower checkpoints_total_limit, or choose another output folder; then run "
+                "again (it resumes from the newest checkpoint)."
+            ) from exc
         raise
 
 
