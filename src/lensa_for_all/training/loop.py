@@ -216,12 +216,14 @@ class _Run:
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         torch.manual_seed(cfg.seed)
-        generator = torch.Generator().manual_seed(cfg.seed)
+        # one stream per process, so data-parallel GPUs see different batches
+        generator = torch.Generator().manual_seed(cfg.seed + accelerator.process_index)
 
         # ---- class images (prior preservation) ------------------------------------------------
         class_paths: list[Path] = []
         if cfg.with_prior_preservation:
-            class_paths = self._class_images(device)
+            with accelerator.main_process_first():  # one process generates, the others reuse the cache
+                class_paths = self._class_images(device)
 
         # ---- latents, computed once -------------------------------------------------------------
         self.report(0, total_steps, stage="latents")
