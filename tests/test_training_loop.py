@@ -322,3 +322,15 @@ def test_mixed_precision_lora_on_cuda(tiny_sd: Path, photos: Path, tmp_path: Pat
                     class_image_cache=tmp_path / "cache")
     assert metrics["mixed_precision"] == "fp16" and math.isfinite(metrics["final_loss"])
     assert (tmp_path / "out" / "pytorch_lora_weights.safetensors").is_file()
+
+
+def test_missing_tracker_is_a_config_error(photos: Path, tmp_path: Path) -> None:
+    import importlib.util
+
+    from lensa_for_all.errors import ConfigError
+    from lensa_for_all.training.loop import train
+
+    if importlib.util.find_spec("wandb"):
+        pytest.skip("wandb is installed here")
+    with pytest.raises(ConfigError, match="pip install wandb"):
+        train(tiny_config(Path("unused"), report_to="wandb"), photos, tmp_path / "out")

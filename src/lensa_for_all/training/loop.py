@@ -52,6 +52,16 @@ def resolve_mixed_precision(requested: str) -> str:
     return requested
 
 
+def _check_tracker(report_to: str) -> None:
+    """Fail before any work when the chosen tracker is not installed."""
+    import importlib.util
+
+    needs = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}.get(report_to, ())
+    if needs and not any(importlib.util.find_spec(m) for m in needs):
+        raise ConfigError(f"TrainingConfig.report_to: {report_to!r} is not installed; `pip install {needs[0]}` "
+                          "or set report_to='none'.")
+
+
 def _make_optimizer(config: TrainingConfig, groups: list[dict[str, Any]], device_type: str) -> Any:
     import torch
 
@@ -193,6 +203,7 @@ class _Run:
         from .models import check_base_model, load_component
 
         cfg = self.config
+        _check_tracker(cfg.report_to)
         photos = list_images(self.instance_dir)
         if len(photos) < MIN_PHOTOS:
             raise PhotoSetError(

@@ -1,0 +1,68 @@
+"""DreamBoothTrainer without training: what it hands a backend (prepared photos, source dir, channels)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lensa_for_all.backends.base import Backend, ProgressCallback, TrainingResult
+from lensa_for_all.config import TrainingConfig
+from lensa_for_all.errors import PhotoSetError
+from lensa_for_all.trainer import DreamBoothTrainer
+
+
+class RecordingBackend(Backend):
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def run(self, source_dir: Path, channels: Mapping[str, Path], output_dir: Path, *,
+            hyperparameters: Mapping[str, Any] | None = None,
+            progress: ProgressCallback | None = None) -> TrainingResult:
+        self.calls.append(dict(source_dir=source_dir, channels=dict(channels), output_dir=output_dir,
+                               hyperparameters=hyperparameters))
+        return TrainingResult(output_dir=output_dir, backend=self.name)
+
+
+def test_photoset_is_prepared_at_the_training_resolution(tmp_path: Path) -> None:
+    from lensa_for_all import PhotoSet
+    from lensa_for_all.testing import make_photos
+
+    make_photos(tmp_path / "rex", 4, size=(320, 400), kind="pet", format="png")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "rex").iterdir()}
+    photos = PhotoSet.from_folder(tmp_path / "rex", subject_class="dog")
+    backend = RecordingBackend()
+    config = TrainingConfig.for_subject("dog", resolution=128)
+    result = DreamBoothTrainer(config, backend=backend).train(photos, output_dir=tmp_path / "model",
+                                                               class_images=tmp_path / "dogs",
+                                                               hyperparameters={"seed": "3"})
+    assert result.backend == "recording" and result.output_dir == tmp_path / "model"
+    call = backend.calls[0]
+    instance = call["channels"]["instance"]
+    assert instance == tmp_path / "model.work" / "instance"
+    manifest = json.loads((instance / "manifest.json").read_text())
+    assert len(manifest["photos"]) == 4 and manifest["settings"]["resolution"] == 128
+    assert call["channels"]["class"] == tmp_path / "dogs"
+    assert (call["source_dir"] / "lensa_train.py").is_file()
+    assert TrainingConfig.from_json(call["source_dir"] / "training_config.json") == config
+    assert call["hyperparameters"] == {"seed": "3"}
+    assert {p.name: p.read_bytes() for p in (tmp_path / "rex").iterdir()} == before  # the user's photos untouched
+
+
+def test_a_folder_is_passed_as_is_and_errors_are_clear(tmp_path: Path) -> None:
+    backend = RecordingBackend()
+    folder = tmp_path / "prepared"
+    folder.mkdir()
+    trainer = DreamBoothTrainer(TrainingConfig(), backend=backend)
+    trainer.train(folder, output_dir=tmp_path / "m")
+    assert backend.calls[0]["channels"] == {"instance": folder}
+    with pytest.raises(PhotoSetError, match="not a folder"):
+        trainer.train(tmp_path / "missing", output_dir=tmp_path / "m")
+    with pytest.raises(PhotoSetError, match="output_dir"):
+        trainer.train(folder)
+    assert "lora" in repr(trainer)
