@@ -64,7 +64,7 @@ def run_demo(out_dir: str | os.PathLike[str] = DEFAULT_DEMO_DIR, *, size: str = 
         from .errors import ConfigError
 
         raise ConfigError(f"demo model size must be 'tiny' or 'small', not {size!r}")
-    base = make_tiny_sd(out / f"base-model-{size}", size)
+    base = make_tiny_sd(out / f"base-model-{size}", size).resolve()
     photos = out / "photos"
     photos.mkdir(parents=True, exist_ok=True)
     for src in sample_photos():

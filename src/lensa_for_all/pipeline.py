@@ -193,8 +193,8 @@ class Pipeline:
         from .trainer import DreamBoothTrainer
 
         overrides = dict(training)
-        if base_model is not None:
-            overrides["base_model"] = base_model
+        if base_model is not None:  # a local folder is made absolute: training runs in another directory
+            overrides["base_model"] = str(Path(base_model).resolve()) if Path(base_model).exists() else base_model
         if steps is not None:
             overrides["max_train_steps"] = steps
         if config is None:
@@ -336,12 +336,14 @@ class Pipeline:
     # -- run folder --------------------------------------------------------------------------------
 
     def _run_dir(self, out_dir: str | os.PathLike[str] | None) -> Path:
+        """Absolute, since the training entry point runs in another working directory."""
         if self.run_dir is not None:
-            return self.run_dir
+            return self.run_dir.resolve()
         if out_dir is not None:
-            return Path(out_dir) / "run"
+            return (Path(out_dir) / "run").resolve()
         label = _describe_photos(self.photos)
-        return Path(DEFAULT_RUNS_DIR) / (re.sub(r"[^A-Za-z0-9._-]+", "-", Path(label).name).strip("-") or "run")
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(label).name).strip("-") or "run"
+        return (Path(DEFAULT_RUNS_DIR) / name).resolve()
 
     def _open_state(self, run_dir: Path) -> RunState:
         if RunState.exists(run_dir):
