@@ -1,0 +1,228 @@
+"""The FastAPI example (examples/web_service/app.py) through FastAPI's test client, on moto and the tiny model.
+
+The app runs unchanged with the real SageMakerBackend; only the backend factory is swapped for one whose
+``start`` also plays the job's container on this machine (moto records jobs but runs nothing) and, like
+SageMaker, reports a job whose container failed as ``Failed`` with the failure file as its reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("multipart")
+
+APP_PATH = Path(__file__).resolve().parents[1] / "examples" / "web_service" / "app.py"
+ROLE = "arn:aws:iam::123456789012:role/LensaForAllSageMakerRole"
+TERMINAL = ("done", "failed")
+
+
+def _load_app_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("lensa_web_service_example", APP_PATH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+web = _load_app_module()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the played container: tiny models thrash with more threads
+
+
+def _settings(work: Path, tiny_sd: Path, **overrides: Any) -> Any:
+    values: dict[str, Any] = dict(
+        work_dir=work, role=ROLE, region="us-east-1", base_model=str(tiny_sd), max_train_steps=4, num_images=2,
+        training={"resolution": 64, "lora_rank": 4, "mixed_precision": "no", "with_prior_preservation": False,
+                  "train_text_encoder": False, "learning_rate": 1e-3, "seed": 7},
+        generation={"num_inference_steps": 2, "seed": 11},
+        sagemaker={"poll_interval_s": 0},
+    )
+    values.update(overrides)
+    return web.Settings(**values)
+
+
+def _played_backends(settings: Any, containers: Path) -> Callable[[str], Any]:
+    """The app's own SageMaker backend, whose jobs are played here (test only)."""
+    from lensa_for_all.backends.job_player import play_training_job
+
+    def make_backend(job_id: str) -> Any:
+        backend = settings.sagemaker_backend(job_id)
+        backend.sleep = lambda _s: None
+        failures: dict[str, str] = {}
+        start = backend.start
+
+        def start_and_play(spec: Any) -> str:
+            name = start(spec)
+            played = play_training_job(backend.aws, name, containers)
+            if played.returncode != 0:
+                failure = played.root / "output" / "failure"
+                text = failure.read_text().strip() if failure.is_file() else f"exit code {played.returncode}"
+                failures[name] = f"AlgorithmError: {text}"
+            return name
+
+        def report_failure(parsed: dict[str, Any], **_: Any) -> None:
+            reason = failures.get(str(parsed.get("TrainingJobName")))
+            if reason:
+                parsed.update(TrainingJobStatus="Failed", FailureReason=reason)
+
+        backend.aws.client("sagemaker").meta.events.register("after-call.sagemaker.DescribeTrainingJob",
+                                                             report_failure)
+        backend.start = start_and_play
+        return backend
+
+    return make_backend
+
+
+@pytest.fixture
+def client_for(tmp_path: Path, tiny_sd: Path) -> Iterator[Callable[..., Any]]:
+    from fastapi.testclient import TestClient
+
+    clients: list[Any] = []
+
+    def make(**overrides: Any) -> Any:
+        settings = _settings(tmp_path / "service", tiny_sd, **overrides)
+        client = TestClient(web.create_app(settings, make_backend=_played_backends(settings, tmp_path / "c")))
+        clients.append(client.__enter__())
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+def _photo_files(folder: Path, n: int) -> list[Path]:
+    from lensa_for_all.testing import make_photos
+
+    return make_photos(folder, n, size=(320, 400))
+
+
+def _upload(client: Any, files: list[Path], subject_class: str = "person") -> Any:
+    return client.post("/avatars", data={"subject_class": subject_class},
+                       files=[("photos", (p.name, p.read_bytes(), "image/jpeg")) for p in files])
+
+
+def _wait(client: Any, job_id: str) -> dict[str, Any]:
+    """Poll the status until it is terminal; the job's thread ending first would be a bug."""
+    future = client.app.state.service.futures[job_id]
+    while True:
+        finished = future.done()
+        status = client.get(f"/avatars/{job_id}").json()
+        if status["status"] in TERMINAL:
+            return dict(status)
+        assert not finished, f"the job ended but its status is still {status['status']!r}"
+        time.sleep(0.05)
+
+
+def _digest(paths: list[Path]) -> list[str]:
+    return [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+
+
+@pytest.mark.slow
+def test_upload_train_on_sagemaker_and_serve_the_pack(aws_env: str, client_for: Any, tmp_path: Path) -> None:
+    import boto3
+    from PIL import Image
+
+    photos = _photo_files(tmp_path / "mine", 4)
+    before = _digest(photos)
+    client = client_for()
+
+    answer = _upload(client, photos)
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    job_id = body["id"]
+    assert answer.headers["location"] == f"/avatars/{job_id}"
+    assert body["status"] in ("queued", "training") and body["photos"] == 4 and body["rejected"] == []
+    assert client.get(f"/avatars/{job_id}/images/0.png").status_code in (409, 200)  # 409 unless already done
+
+    status = _wait(client, job_id)
+    assert status["status"] == "done", status
+    assert [s for s, _t in status["history"]] == ["queued", "training", "generating", "done"]
+    assert status["images"] == [f"/avatars/{job_id}/images/0.png", f"/avatars/{job_id}/images/1.png"]
+    assert status["contact_sheet"] == f"/avatars/{job_id}/contact-sheet.jpg" and status["reason"] is None
+
+    # trained by a SageMaker job (moto), whose artifacts the app downloaded
+    jobs = boto3.client("sagemaker", region_name="us-east-1").list_training_jobs()["TrainingJobSummaries"]
+    assert [j["TrainingJobName"] for j in jobs] == [status["job_name"]]
+    assert status["job_name"].startswith(f"lensa-web-{job_id[:12]}") and status["cost_usd"] is not None
+    folder = tmp_path / "service" / "jobs" / job_id
+    assert (folder / "run" / "model" / "pytorch_lora_weights.safetensors").is_file()
+
+    for n in (0, 1):
+        png = client.get(status["images"][n])
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+        with Image.open(io.BytesIO(png.content)) as im:
+            assert im.format == "PNG" and im.size == (64, 64)
+            im.convert("RGB").load()
+    sheet = client.get(status["contact_sheet"])
+    assert sheet.status_code == 200 and sheet.headers["content-type"] == "image/jpeg"
+    with Image.open(io.BytesIO(sheet.content)) as im:
+        assert im.format == "JPEG" and im.width > 64
+        im.load()
+    assert client.get(f"/avatars/{job_id}/images/2.png").status_code == 404
+
+    # nothing the user sent was modified: the client's files and the service's copies are byte-identical
+    assert _digest(photos) == before
+    assert _digest(sorted((folder / "uploads").iterdir())) == before
+
+
+def test_unusable_photos_get_400_with_the_reasons_and_are_not_kept(aws_env: str, client_for: Any,
+                                                                   tmp_path: Path) -> None:
+    photos = _photo_files(tmp_path / "mine", 2)
+    notes = tmp_path / "mine" / "notes.txt"
+    notes.write_text("not a photo")
+    client = client_for()
+
+    answer = _upload(client, [*photos, notes])
+    assert answer.status_code == 400
+    detail = answer.json()["detail"]
+    assert detail["message"].startswith("Only 2 usable photos; at least 4 are needed")
+    assert str(tmp_path) not in answer.text  # no server paths in what the client sees
+    assert [r["photo"] for r in detail["rejected"]] == ["notes.txt"] and detail["rejected"][0]["reason"]
+    assert list((tmp_path / "service" / "jobs").iterdir()) == []  # the uploads were deleted
+    assert client.app.state.service.futures == {}  # and nothing was queued
+
+    assert _upload(client, photos, subject_class="../../etc").status_code == 400
+    assert client.get("/avatars/0123456789abcdef0123456789abcdef").status_code == 404
+    assert client.get("/avatars/..%2F..%2Fetc").status_code == 404
+
+
+def test_cost_guard_fails_the_request_with_its_reason_before_launching(aws_env: str, client_for: Any,
+                                                                       tmp_path: Path) -> None:
+    import boto3
+
+    client = client_for(max_cost_usd=0.0001)
+    job_id = _upload(client, _photo_files(tmp_path / "mine", 4)).json()["id"]
+    status = _wait(client, job_id)
+    assert status["status"] == "failed"
+    assert "over max_cost_usd=$0.00" in status["reason"] and "nothing was launched" in status["reason"]
+    assert boto3.client("sagemaker", region_name="us-east-1").list_training_jobs()["TrainingJobSummaries"] == []
+    answer = client.get(f"/avatars/{job_id}/images/0.png")
+    assert answer.status_code == 409 and "failed, not done" in answer.json()["detail"]
+
+
+@pytest.mark.slow
+def test_a_failed_training_job_reports_why(aws_env: str, client_for: Any, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model"
+    client = client_for(base_model=str(missing))
+    job_id = _upload(client, _photo_files(tmp_path / "mine", 4)).json()["id"]
+    status = _wait(client, job_id)
+    assert status["status"] == "failed" and status["images"] == [] and status["contact_sheet"] is None
+    assert [s for s, _t in status["history"]] == ["queued", "training", "failed"]
+    assert status["job_name"].startswith(f"lensa-web-{job_id[:12]}")
+    assert status["reason"].startswith(f"Training job {status['job_name']} failed: AlgorithmError: ModelNotFoundError")
+    assert str(missing) in status["reason"]  # the container's own failure file says which model is missing
