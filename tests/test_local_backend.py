@@ -178,3 +178,27 @@ def test_hyperparameters_and_paths_from_the_contract(tmp_path: Path) -> None:
                             "SM_NUM_GPUS": "2"})
     assert paths.instance == Path("/x") and paths.failure_file == Path("/o/failure") and paths.num_gpus == 2
     assert paths.class_image_cache == Path("/c/class_images")
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_forwarded_and_the_next_run_resumes(tiny_sd: Path, photos: Path, tmp_path: Path) -> None:
+    from lensa_for_all.training.checkpoints import list_checkpoints
+
+    cfg = tiny_config(tiny_sd, "lora", with_prior_preservation=False, train_text_encoder=False, max_train_steps=20,
+                      checkpointing_steps=2, checkpoints_total_limit=1)
+    source = DreamBoothTrainer(cfg).package_source_dir(tmp_path / "source")
+    backend = LocalBackend(work_dir=tmp_path / "work")
+
+    def ctrl_c(p: TrainingProgress) -> None:
+        if p.stage == "train" and p.step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        backend.run(source, {"instance": photos}, tmp_path / "model", progress=ctrl_c)
+    assert "training interrupted" in (tmp_path / "work" / "train.log").read_text()  # the child stopped cleanly
+    assert len(list_checkpoints(tmp_path / "work" / "checkpoints")) == 1
+    assert not (tmp_path / "model" / "lensa_manifest.json").exists()
+
+    result = backend.run(source, {"instance": photos}, tmp_path / "model")
+    assert result.metrics["resumed_from"] and result.metrics["steps"] == 20
+    assert (tmp_path / "model" / "pytorch_lora_weights.safetensors").is_file()

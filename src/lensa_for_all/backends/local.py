@@ -104,13 +104,25 @@ def run_entry_point(
                 echo.write(line)
         return proc.wait()
     except KeyboardInterrupt:
-        # forward Ctrl-C: the loop stops cleanly, the newest checkpoint stays for resuming
+        # forward Ctrl-C: the loop stops cleanly, the newest checkpoint stays for resuming; keep logging
+        # what the child says while it stops
         proc.send_signal(signal.SIGINT)
+        import threading
+
+        def drain() -> None:
+            assert proc.stdout is not None
+            for rest in proc.stdout:
+                if log_file is not None:
+                    log_file.write(rest)
+
+        drainer = threading.Thread(target=drain, daemon=True)
+        drainer.start()
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        drainer.join(timeout=5)
         raise
     finally:
         if proc.poll() is None:
