@@ -226,3 +226,41 @@ def test_a_failed_training_job_reports_why(aws_env: str, client_for: Any, tmp_pa
     assert status["job_name"].startswith(f"lensa-web-{job_id[:12]}")
     assert status["reason"].startswith(f"Training job {status['job_name']} failed: AlgorithmError: ModelNotFoundError")
     assert str(missing) in status["reason"]  # the container's own failure file says which model is missing
+
+
+@pytest.mark.slow
+def test_a_restarted_service_reattaches_to_the_running_job(aws_env: str, client_for: Any, tmp_path: Path) -> None:
+    """The process dies while following the SageMaker job; a new app on the same folder finishes the request
+    from that job (re-attached, not launched again)."""
+    import boto3
+
+    first = client_for()
+    service = first.app.state.service
+    make_backend = service.make_backend
+
+    def dies_while_following(job_id: str) -> Any:
+        backend = make_backend(job_id)
+        calls = {"n": 0}
+
+        def die_on_second(**_: Any) -> None:  # the player's describe is the first, the backend's follow the second
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt  # stands in for the process being killed
+
+        backend.aws.client("sagemaker").meta.events.register("before-call.sagemaker.DescribeTrainingJob",
+                                                             die_on_second)
+        return backend
+
+    service.make_backend = dies_while_following
+    job_id = _upload(first, _photo_files(tmp_path / "mine", 4)).json()["id"]
+    with pytest.raises(KeyboardInterrupt):
+        service.futures[job_id].result()
+    assert first.get(f"/avatars/{job_id}").json()["status"] == "training"  # left behind unfinished
+
+    second = client_for()  # same work folder: the lifespan picks the request up again
+    assert list(second.app.state.service.futures) == [job_id]
+    status = _wait(second, job_id)
+    assert status["status"] == "done" and len(status["images"]) == 2
+    jobs = boto3.client("sagemaker", region_name="us-east-1").list_training_jobs()["TrainingJobSummaries"]
+    assert [j["TrainingJobName"] for j in jobs] == [status["job_name"]]  # one job: re-attached, not relaunched
+    assert second.get(status["images"][1]).status_code == 200

@@ -262,6 +262,21 @@ class AvatarService:
                              contact_sheet=result.contact_sheet.name if result.contact_sheet else None,
                              job_name=result.job_name, cost_usd=result.cost_usd)
 
+    def resume_unfinished(self) -> list[str]:
+        """Queue again the requests an earlier process left unfinished (it was restarted or crashed).
+
+        The pipeline's run folder recorded how far each got: finished stages are reused and a SageMaker job
+        that was running is re-attached to, not launched (and paid for) again.
+        """
+        unfinished = []
+        for status_file in sorted(self.store.root.glob("*/status.json")):
+            job_id = status_file.parent.name
+            if (_JOB_ID.fullmatch(job_id) and job_id not in self.futures
+                    and self.store.read(job_id).get("status") not in ("done", "failed")):
+                self.futures[job_id] = self.executor.submit(self.run_job, job_id)
+                unfinished.append(job_id)
+        return unfinished
+
     def _trainer(self, subject_class: str) -> Any:
         from lensa_for_all import DreamBoothTrainer, TrainingConfig
 
@@ -304,6 +319,9 @@ def create_app(settings: Settings | None = None, *, make_backend: BackendFactory
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        resumed = service.resume_unfinished()
+        if resumed:
+            log.info("resuming %d unfinished avatar request(s)", len(resumed))
         yield
         service.executor.shutdown(wait=False, cancel_futures=True)
 
