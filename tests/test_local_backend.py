@@ -202,3 +202,17 @@ def test_ctrl_c_is_forwarded_and_the_next_run_resumes(tiny_sd: Path, photos: Pat
     result = backend.run(source, {"instance": photos}, tmp_path / "model")
     assert result.metrics["resumed_from"] and result.metrics["steps"] == 20
     assert (tmp_path / "model" / "pytorch_lora_weights.safetensors").is_file()
+
+
+def test_progress_bar_shows_stage_step_and_loss() -> None:
+    import io
+
+    from rich.console import Console
+
+    from lensa_for_all.backends.local import progress_bar
+
+    out = io.StringIO()
+    with progress_bar(console=Console(file=out, force_terminal=False, width=120)) as update:
+        update(TrainingProgress(step=3, total_steps=10, loss=0.5, lr=1e-4, seconds_per_step=0.25))
+    text = out.getvalue()
+    assert "train" in text and "3/10" in text and "loss 0.5000" in text and "0.25 s/step" in text

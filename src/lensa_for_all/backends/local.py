@@ -8,23 +8,43 @@ progress lines, forwards Ctrl-C, and returns the exit code. :class:`LocalBackend
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 from .. import errors
 from ..errors import TrainingError
-from .base import Backend, ProgressCallback, TrainingResult, parse_progress_line
+from .base import Backend, ProgressCallback, TrainingProgress, TrainingResult, parse_progress_line
 
-__all__ = ["LocalBackend", "run_entry_point", "read_failure"]
+__all__ = ["LocalBackend", "run_entry_point", "read_failure", "progress_bar"]
 
 _ENTRY = "lensa_train.py"
+
+
+@contextlib.contextmanager
+def progress_bar(*, disable: bool = False, console: Any = None) -> Iterator[ProgressCallback]:
+    """A rich progress bar (stage, step/total, loss, s/step, time left); yields the callback that drives it."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description:<12}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+    with Progress(*columns, disable=disable, console=console) as bar:
+        task = bar.add_task("starting", total=None, info="")
+
+        def update(p: TrainingProgress) -> None:
+            info = f"loss {p.loss:.4f}" if p.loss is not None else ""
+            if p.seconds_per_step:
+                info += f"  {p.seconds_per_step:.2f} s/step"
+            bar.update(task, description=p.stage, completed=p.step, total=p.total_steps or None, info=info)
+
+        yield update
 
 
 def _count_gpus() -> int:
@@ -158,13 +178,15 @@ class LocalBackend(Backend):
     Generated class images are cached in ``$LENSA_CLASS_IMAGE_CACHE`` (default
     ``~/.cache/lensa_for_all/class_images``) and reused by later runs. The run's working folders (checkpoints, the contract's output folder, ``train.log``) live in
     ``work_dir`` (default: ``<output_dir>.work`` beside the artifact folder); a second ``run`` with the
-    same folders resumes from the newest checkpoint.
+    same folders resumes from the newest checkpoint. ``show_progress`` draws a progress bar when no
+    ``progress`` callback is given.
     """
 
     name = "local"
 
     def __init__(self, *, work_dir: str | os.PathLike[str] | None = None, num_gpus: int | None = None,
-                 env: Mapping[str, str] | None = None, echo_logs: bool = False) -> None:
+                 env: Mapping[str, str] | None = None, echo_logs: bool = False, show_progress: bool = False) -> None:
+        self.show_progress = show_progress
         self.work_dir = Path(work_dir) if work_dir else None
         self.num_gpus = num_gpus
         self.env = dict(env or {})
@@ -197,12 +219,15 @@ class LocalBackend(Backend):
             def write(self, line: str) -> None:
                 tail.append(line.rstrip("\n"))
 
-        code = run_entry_point(
-            source_dir, channels=channels, model_dir=output_dir, output_dir=work / "output",
-            checkpoint_dir=work / "checkpoints", hyperparameters=hyperparameters, env=env,
-            progress=progress, log_path=log_path, num_gpus=self.num_gpus,
-            echo=sys.stderr if self.echo_logs else _Tail(),  # type: ignore[arg-type]
-        )
+        with contextlib.ExitStack() as stack:
+            if progress is None and self.show_progress:
+                progress = stack.enter_context(progress_bar())
+            code = run_entry_point(
+                source_dir, channels=channels, model_dir=output_dir, output_dir=work / "output",
+                checkpoint_dir=work / "checkpoints", hyperparameters=hyperparameters, env=env,
+                progress=progress, log_path=log_path, num_gpus=self.num_gpus,
+                echo=sys.stderr if self.echo_logs else _Tail(),  # type: ignore[arg-type]
+            )
         if code != 0:
             reason = read_failure(work / "output") or f"the entry point exited with code {code}"
             raise _error_from_failure(reason, list(tail), log_path)

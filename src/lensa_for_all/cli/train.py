@@ -58,8 +58,7 @@ def _prepared(folder: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
+    from ..backends.local import progress_bar
     from ..trainer import DreamBoothTrainer
 
     config = build_config(args)
@@ -69,16 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
         photos = PhotoSet.from_folder(photos, subject_class=config.subject_class)
     trainer = DreamBoothTrainer(config)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TextColumn("{task.fields[info]}"), TimeRemainingColumn(), disable=bool(args.quiet)) as bar:
-        task = bar.add_task("starting", total=None, info="")
-
-        def progress(p: Any) -> None:
-            info = f"loss {p.loss:.4f}" if p.loss is not None else ""
-            if p.seconds_per_step:
-                info += f"  {p.seconds_per_step:.2f} s/step"
-            bar.update(task, description=p.stage, completed=p.step, total=p.total_steps, info=info)
-
+    with progress_bar(disable=bool(args.quiet)) as progress:
         result = trainer.train(photos, output_dir=Path(args.out),
                                class_images=Path(args.class_images) if args.class_images else None,
                                progress=progress)
