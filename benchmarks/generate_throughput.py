@@ -3,8 +3,9 @@
 Both sides render the same prompts at the same size on the same random-weight model, one image per
 pipeline call, each side in its own subprocess (so peak RSS is its own). The plain side keeps the
 pipeline's defaults (PNDM, 50 steps); AvatarModel keeps its own (DPM++ 2M Karras, 25 steps, device
-and dtype choice). Runs alternate between sides and the best of ``--repeats`` is kept, because a
-shared machine's timings drift.
+and dtype choice). Runs alternate between sides; the speed-up is the median of the per-repeat ratios
+(both runs of a repeat see about the same load on a shared machine), images/s the median per side.
+``--threads`` sets OMP/MKL threads in the children (1 by default: steadier on a busy machine).
 
     python benchmarks/generate_throughput.py                       # "small" model, 128 px, 4 images, CPU
     python benchmarks/generate_throughput.py --size sd15 --num-images 8   # on a GPU: SD-1.5 shapes, 512 px, fp16
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -90,6 +92,8 @@ def run_side(side: str, model_path: Path, args: argparse.Namespace) -> dict[str,
     if args.dtype:
         cmd += ["--dtype", args.dtype]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "DISABLE_TQDM": "1"}
+    if args.threads:
+        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if res.returncode != 0:
         raise SystemExit(f"{side} worker failed:\n{res.stderr[-3000:]}")
@@ -100,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="small", choices=["tiny", "small", "sd15"])
     parser.add_argument("--num-images", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=2, help="alternating runs per side; the best is kept")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs per side")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per side (0: torch's default)")
     parser.add_argument("--device")
     parser.add_argument("--dtype")
     parser.add_argument("--model-dir", help="where the random model is built (default: a temp folder)")
@@ -121,17 +126,19 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeats):
             for side in ("plain", "avatar"):
                 runs[side].append(run_side(side, model_path, args))
-    best = {side: max(r, key=lambda x: x["images_per_s"]) for side, r in runs.items()}
-    p, a = best["plain"], best["avatar"]
-    print(f"model: random '{args.size}', {args.num_images} images, device {a['device']}, "
-          f"best of {args.repeats} alternating runs per side")
-    print("| side | scheduler | steps | seconds | images/s | peak RSS (MB) |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for label, r in (("StableDiffusionPipeline defaults", p), ("AvatarModel defaults", a)):
-        print(f"| {label} | {r['scheduler']} | {r['steps']} | {r['seconds']:.2f} | {r['images_per_s']:.3f} | "
-              f"{r['peak_rss_mb']:.0f} |")
-    speedup = a["images_per_s"] / p["images_per_s"]
-    print(f"speed-up: {speedup:.2f}x; peak RSS ratio (avatar/plain): {a['peak_rss_mb'] / p['peak_rss_mb']:.2f}")
+    med = {side: statistics.median(x["images_per_s"] for x in r) for side, r in runs.items()}
+    rss = {side: statistics.median(x["peak_rss_mb"] for x in r) for side, r in runs.items()}
+    ratios = [a["images_per_s"] / p["images_per_s"] for p, a in zip(runs["plain"], runs["avatar"], strict=True)]
+    speedup = statistics.median(ratios)
+    p, a = runs["plain"][0], runs["avatar"][0]
+    print(f"model: random '{args.size}' at its native size, {args.num_images} images, device {a['device']}, "
+          f"{a['torch_threads']} thread(s), {args.repeats} alternating runs per side")
+    print("| side | scheduler | steps | images/s (median) | peak RSS MB (median) |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for label, side, r in (("StableDiffusionPipeline defaults", "plain", p), ("AvatarModel defaults", "avatar", a)):
+        print(f"| {label} | {r['scheduler']} | {r['steps']} | {med[side]:.3f} | {rss[side]:.0f} |")
+    print(f"speed-up (median of paired runs): {speedup:.2f}x; per repeat: "
+          f"{', '.join(f'{x:.2f}x' for x in ratios)}; peak RSS avatar/plain: {rss['avatar'] / rss['plain']:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"runs": runs, "speedup": speedup}, indent=2))
     return 0

@@ -111,7 +111,7 @@ def test_v_prediction_model_generates_with_its_own_defaults(tiny_sd_v: Path) -> 
 
 # -- reproducibility and interruption -------------------------------------------------------------------
 def test_regenerate_from_png_is_bit_identical(model: AvatarModel, tmp_path: Path) -> None:
-    pack = model.generate(model.prompt_generator(), 2, seed=77, num_inference_steps=STEPS)
+    pack = model.generate(model.prompt_generator(), 2, seed=77, num_inference_steps=STEPS, batch_size=1)
     paths = pack.save(tmp_path)
     again = model.regenerate(paths[1])
     assert again.parameters() == pack[1].parameters()
@@ -119,15 +119,21 @@ def test_regenerate_from_png_is_bit_identical(model: AvatarModel, tmp_path: Path
     assert (_px(again.image) == _px(pack[1].image)).all()
 
 
-def test_regenerate_batched_image_uses_its_batch(model: AvatarModel, tmp_path: Path) -> None:
+def test_regenerate_batched_image_from_its_png_alone(model: AvatarModel, tmp_path: Path) -> None:
     pack = model.generate(["ohwx person, a", "ohwx person, b", "ohwx person, c"], seed=5, num_inference_steps=2,
                           batch_size=2)
     assert [(a.batch_size, a.batch_index) for a in pack] == [(2, 0), (2, 1), (1, 0)]
+    assert [m["seed"] for m in pack[1].batch_members] == [5, 6] and not pack[2].batch_members
     paths = pack.save(tmp_path)
     assert f"Batch size: 2, Batch pos: 1, Batch id: {pack[1].batch_id}" in pack[1].a1111_parameters()
-    assert read_png_parameters(paths[1])["batch_index"] == 1
+    (tmp_path / INDEX_NAME).unlink()  # the PNG alone is enough
+    params = read_png_parameters(paths[1])
+    assert params["batch_index"] == 1 and params["batch_members"] == pack[1].parameters()["batch_members"]
     again = model.regenerate(paths[1])
     assert (_px(again.image) == _px(pack[1].image)).all()
+    # CPU batches small images by default; each is still reproducible from its own PNG
+    (a, b) = model.generate(["ohwx person, a", "ohwx person, b"], seed=5, num_inference_steps=2)
+    assert a.batch_size == 2 and (_px(model.regenerate(b).image) == _px(b.image)).all()
 
 
 def test_interrupted_pack_keeps_finished_images(model: AvatarModel, tmp_path: Path) -> None:
@@ -139,7 +145,7 @@ def test_interrupted_pack_keeps_finished_images(model: AvatarModel, tmp_path: Pa
             raise KeyboardInterrupt
         return kwargs
 
-    pack = model.generate(model.prompt_generator(), 5, seed=1, num_inference_steps=STEPS,
+    pack = model.generate(model.prompt_generator(), 5, seed=1, num_inference_steps=STEPS, batch_size=1,
                           callback_on_step_end=stop_in_third_image, out_dir=tmp_path / "out")
     assert pack.interrupted and len(pack) == 2 and pack.requested == 5
     pngs = sorted((tmp_path / "out").glob("*.png"))
@@ -156,9 +162,9 @@ def test_on_avatar_interrupt_and_iter_generate(model: AvatarModel) -> None:
         seen.append(a)
         raise KeyboardInterrupt
 
-    pack = model.generate("ohwx person", 3, seed=9, num_inference_steps=2, on_avatar=stop_after_one)
+    pack = model.generate("ohwx person", 3, seed=9, num_inference_steps=2, on_avatar=stop_after_one, batch_size=1)
     assert pack.interrupted and len(pack) == 1 and seen[0] is pack[0]
-    it = model.iter_generate("ohwx person", 2, seed=9, num_inference_steps=2)
+    it = model.iter_generate("ohwx person", 2, seed=9, num_inference_steps=2, batch_size=1)
     first = next(it)
     assert (_px(first.image) == _px(pack[0].image)).all()
 

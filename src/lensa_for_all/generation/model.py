@@ -12,11 +12,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import attrs
+
 from ..errors import ConfigError, GenerationError, ModelNotFoundError, PickleRefusedError
 from ..prompts.catalogue import StyleCatalogue, subject_kind_for
 from ..prompts.generator import MagicMode, Prompt, PromptGenerator
 from .device import choose_device, free_memory_bytes
-from .pack import INDEX_NAME, Avatar, AvatarPack, PackWriter, read_png_parameters
+from .pack import Avatar, AvatarPack, PackWriter, read_png_parameters
 from .runner import Job, LocalRunner, Runner, batch_key
 from .schedulers import DEFAULT_SCHEDULER, SCHEDULERS, canonical_name
 from .sources import LORA_WEIGHTS_NAME, ModelFolder, download_s3_model, inspect_model_folder, is_hub_id
@@ -261,8 +263,7 @@ class AvatarModel:
                 for pos, (job, image) in enumerate(zip(batch, images, strict=True)):
                     if bar:
                         bar.advance()
-                    yield _avatar(job, image, model=self.name, batch_size=len(batch), batch_index=pos,
-                                  batch_id=batch_id)
+                    yield _avatar(job, image, model=self.name, batch=batch, batch_index=pos, batch_id=batch_id)
         finally:
             if bar:
                 bar.close()
@@ -321,31 +322,31 @@ class AvatarModel:
         """Render an avatar again from its metadata (a PNG path, an :class:`Avatar` or its parameters).
 
         Bit-identical on the same device and precision. An image made in a batch of several is
-        rendered with its batch companions, found in the pack's ``avatars.json`` beside the PNG.
+        rendered with the other members of its batch, which its PNG (and the pack index) records.
         """
-        index_dir: Path | None = None
         if isinstance(source, Avatar):
             params = source.parameters()
         elif isinstance(source, Mapping):
             params = dict(source)
         else:
             params = read_png_parameters(source)
-            index_dir = Path(source).parent
         if params.get("model") and params["model"] != self.name:
             warnings.warn(f"The image was made by {params['model']!r}, not {self.name!r}; it will differ.",
                           stacklevel=2)
-        jobs = [_job_from(params)]
-        position = 0
+        job = _job_from(params)
+        jobs, position = [job], 0
+        members = params.get("batch_members") or []
         if int(params.get("batch_size", 1)) > 1:
-            companions = _batch_companions(index_dir, params)
-            if companions:
-                jobs, position = companions, int(params["batch_index"])
+            if len(members) == int(params["batch_size"]):
+                jobs = [attrs.evolve(job, prompt=m["prompt"], negative_prompt=m.get("negative_prompt", ""),
+                                     seed=int(m["seed"]), style=m.get("style")) for m in members]
+                position = int(params.get("batch_index", 0))
             else:
-                warnings.warn("The image was made in a batch whose index (avatars.json) is not beside it; "
-                              "rendering it alone may differ in the last bits.", stacklevel=2)
+                warnings.warn("The image was made in a batch whose members are not recorded; rendering it "
+                              "alone may differ in the last bits.", stacklevel=2)
         images = self.runner.run(jobs)
-        return _avatar(jobs[position], images[position], model=self.name, batch_size=int(params.get("batch_size", 1)),
-                       batch_index=int(params.get("batch_index", 0)), batch_id=params.get("batch_id"))
+        return _avatar(jobs[position], images[position], model=self.name, batch=jobs, batch_index=position,
+                       batch_id=params.get("batch_id"))
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -388,6 +389,8 @@ def _prepare_pipeline(pipe: Any, device: str, *, memory: str, compile: bool) -> 
     # GPUs (on CPU it measured no better here, so the CPU keeps the default layout).
     if not device.startswith("cpu"):
         pipe.unet.to(memory_format=torch.channels_last)
+    else:
+        pipe.vae.enable_slicing()  # CPU batches decode one image at a time: batch speed, batch-1 memory
     free = free_memory_bytes(device)
     low = memory == "low" or (memory == "auto" and free is not None and free < 6 * 1024**3)
     if low:
@@ -417,13 +420,15 @@ def _batches(jobs: Sequence[Job], batch_size: int | None,
     yield from (b for b in buckets.values() if b)
 
 
-def _avatar(job: Job, image: Any, *, model: str, batch_size: int, batch_index: int,
+def _avatar(job: Job, image: Any, *, model: str, batch: Sequence[Job], batch_index: int,
             batch_id: str | None) -> Avatar:
+    members = [{"prompt": j.prompt, "negative_prompt": j.negative_prompt, "seed": j.seed, "style": j.style}
+               for j in batch] if len(batch) > 1 else []
     return Avatar(
         image=image, prompt=job.prompt, negative_prompt=job.negative_prompt, seed=job.seed,
         num_inference_steps=job.num_inference_steps, guidance_scale=job.guidance_scale, scheduler=job.scheduler,
         width=job.width, height=job.height, model=model, lora_scale=job.lora_scale, style=job.style,
-        batch_size=batch_size, batch_index=batch_index, batch_id=batch_id,
+        batch_size=len(batch), batch_index=batch_index, batch_id=batch_id, batch_members=members,
     )
 
 
@@ -434,16 +439,6 @@ def _job_from(params: Mapping[str, Any]) -> Job:
         scheduler=canonical_name(params["scheduler"]), width=int(params["width"]), height=int(params["height"]),
         lora_scale=params.get("lora_scale"), style=params.get("style"),
     )
-
-
-def _batch_companions(index_dir: Path | None, params: Mapping[str, Any]) -> list[Job] | None:
-    if index_dir is None or not params.get("batch_id") or not (index_dir / INDEX_NAME).is_file():
-        return None
-    entries = [e for e in PackWriter.read_index(index_dir) if e.get("batch_id") == params["batch_id"]]
-    entries.sort(key=lambda e: int(e.get("batch_index", 0)))
-    if len(entries) != int(params["batch_size"]):
-        return None
-    return [_job_from(e) for e in entries]
 
 
 class _ProgressBar:

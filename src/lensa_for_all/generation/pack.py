@@ -25,6 +25,7 @@ __all__ = ["Avatar", "AvatarPack", "PackWriter", "format_parameters", "parse_par
            "INDEX_NAME", "CONTACT_SHEET_NAME"]
 
 INDEX_NAME = "avatars.json"
+BATCH_CHUNK = "lensa-batch"  # PNG text chunk: the batch's members, for bit-identical regeneration
 CONTACT_SHEET_NAME = "contact_sheet.jpg"
 
 _PAIR = re.compile(r'\s*([A-Za-z][\w \-/+]*?):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
@@ -49,10 +50,16 @@ class Avatar:
     batch_size: int = 1
     batch_index: int = 0
     batch_id: str | None = None
+    # Prompt, negative prompt, seed and style of every image of the batch, in order (when batch_size > 1):
+    # floating-point results depend on the batch, so regenerating bit for bit re-renders all of it.
+    batch_members: tuple[Mapping[str, Any], ...] = attrs.field(
+        default=(), converter=lambda v: tuple(dict(m) for m in (v or ())))
 
     def parameters(self) -> dict[str, Any]:
         """The generation parameters, without the image (what the JSON index stores)."""
-        return {f.name: getattr(self, f.name) for f in attrs.fields(Avatar) if f.name != "image"}
+        out = {f.name: getattr(self, f.name) for f in attrs.fields(Avatar) if f.name != "image"}
+        out["batch_members"] = [dict(m) for m in self.batch_members]
+        return out
 
     def a1111_parameters(self) -> str:
         return format_parameters(self.parameters())
@@ -63,6 +70,8 @@ class Avatar:
 
         info = PngInfo()
         info.add_text("parameters", self.a1111_parameters())
+        if self.batch_members:
+            info.add_itxt(BATCH_CHUNK, json.dumps([dict(m) for m in self.batch_members]))
         path = Path(path)
         with atomic_path(path) as tmp:
             self.image.save(tmp, format="PNG", pnginfo=info)
@@ -174,12 +183,22 @@ def read_png_parameters(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     try:
         with Image.open(path) as im:
-            text = im.info.get("parameters") or getattr(im, "text", {}).get("parameters")
+            chunks = dict(getattr(im, "text", {}) or im.info)
     except OSError as exc:
         raise GenerationError(f"Cannot read {path} as an image: {exc}") from exc
+    text = chunks.get("parameters")
     if not text:
         raise GenerationError(f"{path} has no 'parameters' text chunk; it was not written by lensa-for-all or A1111.")
-    return parse_parameters(text)
+    params = parse_parameters(text)
+    members = chunks.get(BATCH_CHUNK)
+    if members:
+        try:
+            params["batch_members"] = [dict(m) for m in json.loads(members)]
+        except (ValueError, TypeError) as exc:
+            raise GenerationError(f"{path} has a malformed {BATCH_CHUNK!r} chunk: {exc}") from exc
+    else:
+        params["batch_members"] = []
+    return params
 
 
 class AvatarPack(Sequence[Avatar]):

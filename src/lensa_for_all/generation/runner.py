@@ -82,10 +82,16 @@ class LocalRunner:
         return str(self._base_scheduler_config.get("prediction_type", "epsilon"))
 
     def auto_batch_size(self, width: int, height: int) -> int:
-        """1 on CPU and MPS, where batching saves little and a lone image regenerates bit-identically
-        from its own metadata; on CUDA as many as half the free memory holds (at most 8)."""
+        """How many images one pipeline call renders by default.
+
+        CUDA: as many as half the free memory holds (at most 8). CPU: up to 4 small images (up to
+        256x256 px in total), where one call per image wastes time on tiny matrix products; full-size
+        images go one at a time. MPS: 1.
+        """
         free = free_memory_bytes(self.device.device)
         if free is None:
+            if self.device.kind == "cpu":
+                return int(max(1, min(4, (256 * 256) // (width * height))))
             return 1
         bytes_per_elem = 2 if self.device.dtype.itemsize <= 2 else 4
         per_image = 0.35 * 1024**3 * bytes_per_elem * (width * height) / (512 * 512)
