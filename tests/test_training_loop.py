@@ -334,3 +334,32 @@ def test_missing_tracker_is_a_config_error(photos: Path, tmp_path: Path) -> None
         pytest.skip("wandb is installed here")
     with pytest.raises(ConfigError, match="pip install wandb"):
         train(tiny_config(Path("unused"), report_to="wandb"), photos, tmp_path / "out")
+
+
+def test_uncached_latents_match_the_cached_path(tiny_sd: Path, photos: Path, tmp_path: Path) -> None:
+    """cache_latents=False encodes at every step, as the reference does; the losses are the same."""
+    from lensa_for_all.training.loop import train
+
+    runs = {}
+    for cached in (True, False):
+        cfg = tiny_config(tiny_sd, "full", with_prior_preservation=False, train_text_encoder=False,
+                          max_train_steps=3, cache_latents=cached)
+        out = tmp_path / f"cached-{cached}"
+        train(cfg, photos, out, checkpoint_dir=tmp_path / f"ck-{cached}")
+        runs[cached] = _losses(out)
+    assert runs[True] == pytest.approx(runs[False], rel=1e-4)
+
+
+def test_checkpoints_of_another_run_are_refused(tiny_sd: Path, photos: Path, tmp_path: Path) -> None:
+    from lensa_for_all.errors import ConfigError
+    from lensa_for_all.training.loop import train
+
+    cfg = tiny_config(tiny_sd, "lora", with_prior_preservation=False, train_text_encoder=False, max_train_steps=3,
+                      checkpointing_steps=1)
+    train(cfg, photos, tmp_path / "out")
+    assert (tmp_path / "out.checkpoints" / "checkpoint-000002").is_dir()
+    with pytest.raises(ConfigError, match=r"another run \(token: 'ohwx' then, 'sks' now\)"):
+        train(cfg.replace(token="sks"), photos, tmp_path / "out")
+    # a longer run of the same kind resumes; resume_from=None starts over
+    assert train(cfg.replace(max_train_steps=4), photos, tmp_path / "out")["resumed_from"].endswith("000002")
+    assert train(cfg.replace(token="sks", resume_from=None), photos, tmp_path / "out")["resumed_from"] is None

@@ -125,7 +125,7 @@ class TrainingConfig:
     use_8bit_adam: bool = False
     mixed_precision: str = attrs.field(default="auto", validator=_one_of(*MIXED_PRECISION))
     gradient_checkpointing: bool = False
-    cache_latents: bool = True
+    cache_latents: bool = True  # False: encode with the VAE at every step (slower; for very many class images)
     # loss
     snr_gamma: float | None = attrs.field(default=None, validator=_positive)
     offset_noise: float = attrs.field(default=0.0, validator=_non_negative)

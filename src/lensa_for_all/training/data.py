@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-__all__ = ["IMAGE_SUFFIXES", "list_images", "load_training_image", "LatentCache", "encode_latents",
-           "MIN_PHOTOS"]
+__all__ = ["IMAGE_SUFFIXES", "list_images", "load_training_image", "LatentCache", "PixelSource", "encode_latents",
+           "load_pixels", "MIN_PHOTOS"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MIN_PHOTOS = 3
@@ -119,6 +119,48 @@ class LatentCache:
     @property
     def num_views(self) -> int:
         return int(self.mean.shape[1])
+
+    def dist(self, index: torch.Tensor, view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std of the latent distribution of images ``index`` in views ``view``."""
+        return self.mean[index, view], self.std[index, view]
+
+
+@attrs.define
+class PixelSource:
+    """``cache_latents=False``: pixels kept, the VAE encodes them at every step (as the reference does).
+
+    Same interface as :class:`LatentCache`; costs VAE time per step and keeps the VAE in memory.
+    """
+
+    pixels: torch.Tensor  # (N, V, 3, H, W) in [-1, 1]
+    vae: Any
+
+    @property
+    def num_images(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def num_views(self) -> int:
+        return int(self.pixels.shape[1])
+
+    def dist(self, index: torch.Tensor, view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        with torch.no_grad():
+            batch = self.pixels[index, view].to(device=self.vae.device, dtype=self.vae.dtype)
+            d = self.vae.encode(batch).latent_dist
+        return d.mean.float().cpu(), d.std.float().cpu()
+
+
+def load_pixels(paths: Sequence[Path], resolution: int, *, center_crop: bool, flips: bool,
+                crop_seed: int = 0) -> torch.Tensor:
+    """The images as a (N, V, 3, H, W) tensor in [-1, 1]; V = 2 with mirrored copies when ``flips``."""
+    import torch
+
+    pixels = _to_tensor([load_training_image(p, resolution, center_crop=center_crop, crop_seed=crop_seed)
+                         for p in paths])
+    views = [pixels, torch.flip(pixels, dims=[3])] if flips else [pixels]
+    return torch.stack(views, dim=1).contiguous()
 
 
 def encode_latents(vae: Any, paths: Sequence[Path], resolution: int, *, center_crop: bool, flips: bool,

@@ -62,6 +62,32 @@ def _check_tracker(report_to: str) -> None:
                           "or set report_to='none'.")
 
 
+# settings that must match for a checkpoint to be resumed (others, e.g. max_train_steps, may change)
+_RUN_IDENTITY = ("base_model", "revision", "method", "token", "subject_class", "resolution", "train_text_encoder",
+                 "with_prior_preservation", "lora_rank", "lora_target_modules", "text_encoder_lora_target_modules",
+                 "seed")
+
+
+def _run_identity(config: TrainingConfig) -> dict[str, Any]:
+    return {k: v for k, v in config.to_dict().items() if k in _RUN_IDENTITY}
+
+
+def _check_same_run(checkpoint: Path, config: TrainingConfig) -> None:
+    """Refuse to resume checkpoints written by a different kind of run."""
+    import json
+
+    saved = json.loads((checkpoint / "state.json").read_text(encoding="utf-8")).get("run")
+    if not saved:
+        return
+    now = _run_identity(config)
+    diff = [f"{k}: {saved.get(k)!r} then, {now[k]!r} now" for k in now if saved.get(k) != now[k]]
+    if diff:
+        raise ConfigError(
+            f"The checkpoints in {checkpoint.parent} belong to another run ({'; '.join(diff)}). Delete that folder, "
+            "use another output folder, or set resume_from=None to start over."
+        )
+
+
 def _make_optimizer(config: TrainingConfig, groups: list[dict[str, Any]], device_type: str) -> Any:
     import torch
 
@@ -141,13 +167,13 @@ def train(
 
     ``class_dir`` holds user-supplied class images; without it (and with prior preservation on) class
     images are generated once and cached under ``class_image_cache``. Checkpoints go to
-    ``checkpoint_dir`` (default ``output_dir/../checkpoints``) and a run resumes from the newest one
+    ``checkpoint_dir`` (default ``<output_dir>.checkpoints`` beside it) and a run resumes from the newest one
     when ``config.resume_from == "latest"``. ``evaluator`` overrides the early-stopping evaluator.
     """
     import torch
 
     run = _Run(config, Path(instance_dir), Path(output_dir), Path(class_dir) if class_dir else None,
-               Path(checkpoint_dir) if checkpoint_dir else Path(output_dir).parent / "checkpoints",
+               Path(checkpoint_dir) if checkpoint_dir else Path(output_dir).with_name(Path(output_dir).name + ".checkpoints"),
                progress, evaluator, Path(class_image_cache) if class_image_cache else None)
     try:
         return run.execute()
@@ -199,7 +225,7 @@ class _Run:
         from accelerate import Accelerator
 
         from . import artifacts, checkpoints, lora
-        from .data import encode_latents
+        from .data import PixelSource, encode_latents, load_pixels
         from .models import check_base_model, load_component
 
         cfg = self.config
@@ -241,12 +267,20 @@ class _Run:
         vae = load_component(cfg.base_model, "vae", cfg.revision).to(device, dtype=weight_dtype)
         vae.requires_grad_(False)
         vae_scale = float(vae.config.scaling_factor)
-        instance_latents = encode_latents(vae, photos, cfg.resolution, center_crop=cfg.center_crop,
-                                          flips=cfg.random_flip, crop_seed=cfg.seed)
-        class_latents = (encode_latents(vae, class_paths, cfg.resolution, center_crop=cfg.center_crop,
-                                        flips=cfg.random_flip, crop_seed=cfg.seed) if class_paths else None)
-        del vae
-        gc.collect()
+        instance_latents: Any
+        class_latents: Any
+        if cfg.cache_latents:
+            instance_latents = encode_latents(vae, photos, cfg.resolution, center_crop=cfg.center_crop,
+                                              flips=cfg.random_flip, crop_seed=cfg.seed)
+            class_latents = (encode_latents(vae, class_paths, cfg.resolution, center_crop=cfg.center_crop,
+                                            flips=cfg.random_flip, crop_seed=cfg.seed) if class_paths else None)
+            del vae
+            gc.collect()
+        else:
+            opts: dict[str, Any] = dict(center_crop=cfg.center_crop, flips=cfg.random_flip, crop_seed=cfg.seed)
+            instance_latents = PixelSource(load_pixels(photos, cfg.resolution, **opts), vae)
+            class_latents = (PixelSource(load_pixels(class_paths, cfg.resolution, **opts), vae)
+                             if class_paths else None)
 
         # ---- text encoder: trained, or used once for the prompt embeddings ---------------------
         tokenizer = load_component(cfg.base_model, "tokenizer", cfg.revision)
@@ -336,6 +370,7 @@ class _Run:
         resumed_from = None
         start = self._resume_point()
         if start is not None:
+            _check_same_run(start, cfg)
             trainable, state = checkpoints.load_checkpoint(
                 start, optimizer=getattr(optimizer, "optimizer", optimizer), lr_scheduler=lr_scheduler,
                 generator=generator)
@@ -411,7 +446,7 @@ class _Run:
                     generator=generator, total_limit=cfg.checkpoints_total_limit,
                     state={"losses": losses, "instance_sampler": instance_sampler.state(),
                            "class_sampler": class_sampler.state() if class_sampler else None,
-                           "early_stopping": stopper.state()},
+                           "early_stopping": stopper.state(), "run": _run_identity(cfg)},
                 )
             self.report(step, total_steps, loss=step_loss, lr=lr, sps=step_times[-1])
             if cfg.early_stopping and stopper.should_stop:
@@ -463,7 +498,7 @@ class _Run:
             idx = torch.tensor(sampler.take(bsz, generator))
             view = (torch.randint(0, cache.num_views, (bsz,), generator=generator) if cache.num_views > 1
                     else torch.zeros(bsz, dtype=torch.long))
-            mean, std = cache.mean[idx, view], cache.std[idx, view]
+            mean, std = cache.dist(idx, view)
             return mean + std * torch.randn(mean.shape, generator=generator)
 
         parts = [draw(inst, inst_sampler)]
