@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import re
 import zlib
@@ -452,16 +451,12 @@ def _write_square(photo: Photo, dest: Path, resolution: int) -> str:
     try:
         if opened.sha256 != photo.sha256:
             raise PhotoSetError(f"{photo.source} changed since it was checked; check the photos again.")
-        crop = photo.crop_box
-        need = math.ceil(resolution * min(photo.size) / max(1, crop.width))
         try:
-            img = opened.decode(need)
+            img, box = opened.decode_region(photo.crop_box.as_tuple(), resolution)
         except UnreadablePhoto as exc:
             raise PhotoSetError(f"{photo.source} could not be decoded: {exc.reason}") from exc
-        scale = img.width / photo.size[0]
-        box = (crop.left * scale, crop.top * scale, crop.right * scale, crop.bottom * scale)
         square = img.resize((resolution, resolution), Image.Resampling.LANCZOS, box=box,
-                            reducing_gap=None if scale * crop.width < 3 * resolution else 2.0)
+                            reducing_gap=None if box[2] - box[0] < 3 * resolution else 2.0)
         img.close()
     finally:
         opened.close()

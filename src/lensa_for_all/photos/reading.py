@@ -151,13 +151,46 @@ class OpenedPhoto:
         ``min_short_side`` (Pillow's draft mode), which skips most of the work; with ``gray`` only
         their luma is decoded. A photo can be decoded once.
         """
-        from PIL import Image
-
         im = self.image
         if self.kind == "jpeg" and (min_short_side is not None or gray):
-            w, h = im.size
-            f = 1.0 if min_short_side is None else min(1.0, min_short_side / min(w, h))
-            im.draft("L" if gray else None, (max(1, math.ceil(w * f)), max(1, math.ceil(h * f))))
+            im.draft("L" if gray else None, _draft_request(im.size, min_short_side))
+        return self._load(im, gray=gray)
+
+    def decode_region(self, box: tuple[int, int, int, int], side: int) -> tuple[Image.Image,
+                                                                              tuple[float, float, float, float]]:
+        """Decode (8-bit RGB, upright) just enough to resample ``box`` to ``side`` pixels; also return
+        where ``box`` (upright pixels of the full photo) lies in the decoded image.
+
+        A JPEG is decoded at the smallest DCT scale that keeps ``box`` at least ``side`` pixels wide,
+        as :meth:`decode` does, and only down to the last stored row the box needs (plus room for the
+        resampling filter): its header's height is lowered in a copy of the bytes, so libjpeg stops
+        there. Entropy decoding, which no DCT scale skips, is then paid only for the rows above that
+        edge. The pixels it gives are the same as a full decode's.
+        """
+        w, h = self.size
+        left, top, right, bottom = box
+        need = math.ceil(side * min(w, h) / max(1, right - left))
+        im, start, whole = self.image, (0, 0), None
+        if self.kind == "jpeg":
+            request = _draft_request(im.size, need)
+            scale = _draft_scale(im.size, request)
+            cut = _cut_rows(self, box, scale, side)
+            if cut is not None:
+                im, start, whole = cut
+            else:
+                im.draft(None, request)
+        out = self._load(im, gray=False)
+        # The photo's pixels map to decoded ones by the whole decoded size over the photo's (per axis:
+        # a DCT-scaled size is rounded up), less where a decoded part starts.
+        fw, fh = whole or out.size
+        fx, fy = fw / w, fh / h
+        sx, sy = start
+        return out, (max(0.0, left * fx - sx), max(0.0, top * fy - sy),
+                     min(float(out.width), right * fx - sx), min(float(out.height), bottom * fy - sy))
+
+    def _load(self, im: Image.Image, *, gray: bool) -> Image.Image:
+        from PIL import Image
+
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -179,6 +212,94 @@ class OpenedPhoto:
 
     def close(self) -> None:
         self.image.close()
+
+
+def _draft_request(size: tuple[int, int], min_short_side: int | None) -> tuple[int, int]:
+    """The size to ask Pillow's JPEG draft mode for so the short side stays at least ``min_short_side``."""
+    w, h = size
+    f = 1.0 if min_short_side is None else min(1.0, min_short_side / min(w, h))
+    return (max(1, math.ceil(w * f)), max(1, math.ceil(h * f)))
+
+
+def _draft_scale(size: tuple[int, int], request: tuple[int, int]) -> int:
+    """The DCT scale denominator (1, 2, 4 or 8) Pillow's draft mode picks for ``request`` (its rule)."""
+    ratio = min(size[0] // request[0], size[1] // request[1])
+    return next(s for s in (8, 4, 2, 1) if ratio >= s or s == 1)
+
+
+# Huffman-coded sequential and progressive JPEGs: libjpeg skips their entropy data past a lowered height.
+_CUTTABLE_SOF = {0xC0, 0xC1, 0xC2}
+
+
+def _sof_height_offset(data: bytes) -> int | None:
+    """Offset of the image height in a JPEG's frame header (SOFn), or None if it is not a plain one."""
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return i + 5 if marker in _CUTTABLE_SOF and i + 9 <= len(data) else None
+        if marker in (0xDA, 0xD9):  # scan or end before any frame header
+            return None
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+def _cut_rows(photo: OpenedPhoto, box: tuple[int, int, int, int], scale: int,
+              side: int) -> tuple[Image.Image, tuple[int, int], tuple[int, int]] | None:
+    """Open a copy of a JPEG whose header claims only the stored rows ``box`` needs, drafted to
+    ``scale``; also return where that part starts in the whole photo decoded upright, and that size.
+
+    None when the whole image is needed or cutting is not safe (an unusual frame header, a height
+    defined later in the file, a draft that would not give exactly the expected size).
+    """
+    from PIL import Image
+
+    raw_w, raw_h = photo.raw_size
+    w, h = photo.size
+    left, top, right, bottom = box
+    orientation = photo.orientation
+    # How far down the stored image the box reaches: upright rows or columns, maybe counted from the
+    # other edge, depending on the EXIF orientation.
+    far = {1: bottom, 2: bottom, 3: h - top, 4: h - top, 5: right, 8: right, 6: w - left, 7: w - left}.get(
+        orientation, raw_h)
+    # Room past the box: the resampling filter reaches ~3 source pixels per output pixel of reduction
+    # beyond its edge, chroma upsampling a row or two; rounded up to whole MCU rows.
+    reduction = max(1.0, (right - left) / scale / side)
+    margin = scale * (math.ceil(3 * reduction) + 4)
+    layers = getattr(photo.image, "layer", None) or []
+    mcu = 8 * max((int(layer[2]) for layer in layers), default=4)
+    rows = math.ceil((far + margin) / mcu) * mcu
+    if rows >= raw_h:
+        return None
+    offset = _sof_height_offset(photo.data)
+    if offset is None or int.from_bytes(photo.data[offset : offset + 2], "big") != raw_h:
+        return None
+    data = bytearray(photo.data)
+    data[offset : offset + 2] = rows.to_bytes(2, "big")
+    try:
+        im = Image.open(io.BytesIO(bytes(data)), formats=_PILLOW_FORMATS["jpeg"])
+        # These sizes make Pillow's rule pick exactly ``scale`` (rows is a multiple of it).
+        im.draft(None, (raw_w // scale, rows // scale))
+    except Exception:  # pragma: no cover - its header was read once already; decode the whole photo
+        return None
+    whole_raw = (math.ceil(raw_w / scale), math.ceil(raw_h / scale))
+    if im.size != (whole_raw[0], rows // scale):  # pragma: no cover - another Pillow rule
+        im.close()
+        return None
+    # The decoded part, upright, is the top (or left, bottom, right) of the whole decoded photo.
+    skipped = whole_raw[1] - rows // scale
+    transposed = orientation in (5, 6, 7, 8)
+    whole = (whole_raw[1], whole_raw[0]) if transposed else whole_raw
+    start = {3: (0, skipped), 4: (0, skipped), 6: (skipped, 0), 7: (skipped, 0)}.get(orientation, (0, 0))
+    return im, start, whole
 
 
 def to_rgb8(im: Image.Image) -> Image.Image:
