@@ -132,3 +132,12 @@ def test_replace_validates_again() -> None:
     assert cfg.replace(resolution=256).resolution == 256
     with pytest.raises(ConfigError, match="resolution"):
         cfg.replace(resolution=255)
+
+
+def test_example_runs() -> None:
+    import subprocess
+    import sys
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "training_config.py"
+    out = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, check=True).stdout
+    assert "person/full: a photo of ohwx person" in out and "refused: TrainingConfig.resolution" in out

@@ -106,8 +106,8 @@ def test_v_prediction_model_trains(tiny_sd_v: Path, photos: Path, tmp_path: Path
 
     from lensa_for_all.training.loop import train
 
-    cfg = tiny_config(tiny_sd_v, "lora", with_prior_preservation=False, train_text_encoder=False, max_train_steps=3,
-                      snr_gamma=5.0, offset_noise=0.05)
+    cfg = tiny_config(tiny_sd_v, "lora", with_prior_preservation=False, train_text_encoder=True, max_train_steps=3,
+                      snr_gamma=5.0, offset_noise=0.05, gradient_checkpointing=True)
     metrics = train(cfg, photos, tmp_path / "out", checkpoint_dir=tmp_path / "ck")
     manifest = json.loads((tmp_path / "out" / "lensa_manifest.json").read_text())
     assert manifest["prediction_type"] == "v_prediction" == metrics["prediction_type"]

@@ -330,8 +330,9 @@ class _Run:
                 text_encoder.requires_grad_(True)
         if cfg.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
-            if text_encoder is not None:
-                text_encoder.gradient_checkpointing_enable()
+            if text_encoder is not None:  # transformers 5 renamed it
+                enable = getattr(text_encoder, "activation_checkpointing_enable", None)
+                (enable or text_encoder.gradient_checkpointing_enable)()
         unet.train()
         if text_encoder is not None:
             text_encoder.train()
