@@ -152,16 +152,31 @@ def test_crash_during_generation_resumes_without_retraining_and_keeps_finished_a
     assert [_prompt(p) for p in fresh.avatars] == [_prompt(p) for p in again.avatars]
 
 
-def test_resume_continues_an_interrupted_run_from_its_state(tiny_sd: Path, photos: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("prompts", ["catalogue", "list", "generator"])
+def test_resume_continues_an_interrupted_run_from_its_state(tiny_sd: Path, photos: Path, tmp_path: Path,
+                                                            prompts: str) -> None:
+    from lensa_for_all.prompts import Prompt, PromptGenerator
+
     run_dir = tmp_path / "run"
+    given = {"catalogue": None, "list": ["ohwx person as a knight", Prompt("ohwx person on the moon", style="moon")],
+             "generator": PromptGenerator("ohwx", "person", styles=["sci-fi"])}[prompts]
+    pipe = Pipeline(photos, trainer=CopyTrainer(tiny_sd, fast_config(tiny_sd)), prompts=given, run_dir=run_dir,
+                    progress=RecordingProgress(interrupt_at=("generate", 1)))
     with pytest.raises(KeyboardInterrupt):
-        _pipeline(photos, run_dir, tiny_sd, RecordingProgress(interrupt_at=("generate", 1))).run(
-            num_images=2, styles=["fantasy"], **GEN)
-    result = Pipeline.resume(run_dir, progress=False)  # no photos, config or settings passed again
-    assert result.out_dir == run_dir / "avatars" and len(result.avatars) == 2
+        pipe.run(num_images=2, styles=["fantasy"] if given is None else None, **GEN)
+    first = sorted((run_dir / "avatars").glob("*.png"))
+    assert len(first) == 1
+    progress = RecordingProgress()
+    result = Pipeline.resume(run_dir, progress=progress)  # no photos, config, prompts or settings passed again
+    assert result.out_dir == run_dir / "avatars" and len(result.avatars) == 2 and result.avatars[0] == first[0]
     assert result.reused == ("photos", "train")
-    assert all("fantasy" in p.name or "-" in p.name for p in result.avatars)
-    assert RunState.load(run_dir).run["args"]["styles"] == ["fantasy"]
+    assert any("Keeping the 1 avatars" in e[1] for e in progress.events if e[0] == "message")
+    texts = [_prompt(p)[0] for p in result.avatars]
+    if prompts == "list":
+        assert texts == ["ohwx person as a knight", "ohwx person on the moon"]
+    else:
+        recorded = RunState.load(run_dir).stage("generate")["progress"]["prompts"]
+        assert texts == [p["text"] for p in recorded]
 
 
 # ---- invalidation --------------------------------------------------------------------------------------

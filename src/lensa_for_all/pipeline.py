@@ -157,6 +157,7 @@ class Pipeline:
         self.prompts = prompts
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.min_photos = min_photos
+        self._recorded_prompts: Any = None
         self.progress: RunProgress = (progress if isinstance(progress, RunProgress)
                                       else RichRunProgress() if progress else SilentProgress())
 
@@ -224,10 +225,15 @@ class Pipeline:
         if backend is None and backend_name not in ("local", "sagemaker"):
             raise RunStateError(f"The run used a custom backend ({backend_name!r}); pass it: "
                                 "Pipeline.resume(run_dir, backend=...)")
-        prompts = run.get("prompts")
-        return cls(photos if isinstance(photos, str) else list(photos), trainer=DreamBoothTrainer(config),
-                   backend=chosen, prompts=prompts, run_dir=run_dir, subject_class=config.subject_class,
-                   min_photos=int(run.get("min_photos", 4)), sagemaker=run.get("sagemaker"), progress=progress)
+        listed = run.get("prompts")
+        prompts = [_prompt_from_dict(p) if isinstance(p, dict) else str(p) for p in listed] if listed else None
+        pipeline = cls(photos if isinstance(photos, str) else list(photos), trainer=DreamBoothTrainer(config),
+                       backend=chosen, prompts=prompts, run_dir=run_dir, subject_class=config.subject_class,
+                       min_photos=int(run.get("min_photos", 4)), sagemaker=run.get("sagemaker"), progress=progress)
+        if prompts is None and run.get("prompts_fingerprint") not in (None, "catalogue"):
+            # the run used a PromptGenerator object; its prompts are in the generate stage's progress
+            pipeline._recorded_prompts = run["prompts_fingerprint"]
+        return pipeline
 
     @classmethod
     def resume(cls, run_dir: str | os.PathLike[str], *, backend: Backend | None = None,
@@ -366,10 +372,11 @@ class Pipeline:
             photos = [str(Path(p).resolve()) for p in photos]
         prompts = None
         if self.prompts is not None and not hasattr(self.prompts, "generate"):
-            prompts = [p.text if hasattr(p, "text") else str(p) for p in self.prompts]
+            prompts = [p.to_dict() if hasattr(p, "to_dict") else str(p) for p in self.prompts]
         return {"photos": photos, "subject_class": self.subject_class, "min_photos": self.min_photos,
                 "config": self.config.to_dict(), "backend": self.backend_name,
-                "sagemaker": self.sagemaker_options or None, "prompts": prompts}
+                "sagemaker": self.sagemaker_options or None, "prompts": prompts,
+                "prompts_fingerprint": self._prompt_fingerprint()}
 
     # -- stage 1: photos ---------------------------------------------------------------------------
 
@@ -498,7 +505,7 @@ class Pipeline:
     def _prompt_fingerprint(self) -> Any:
         prompts: Any = self.prompts
         if prompts is None:
-            return "catalogue"
+            return self._recorded_prompts if self._recorded_prompts is not None else "catalogue"
         if hasattr(prompts, "generate"):
             return {"token": prompts.token, "subject_class": prompts.subject_class,
                     "styles": [s.name for s in prompts.styles()], "magic": repr(prompts.default_magic)}

@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
                     "The avatars are noise: the weights are random.",
     )
     demo.add_argument("--out", default=None, help="demo folder (default ./demo-out)")
-    demo.add_argument("--size", choices=("tiny", "small"), default=None, help="demo model size (default small)")
+    demo.add_argument("--size", choices=("tiny", "small"), default=None, help="demo model size (default tiny: 64 px; small: SD-shaped, 128 px, slower)")
     demo.add_argument("--steps", type=int, default=None, help="training steps (default 30)")
     demo.add_argument("-n", "--num-images", type=int, default=None, help="number of avatars (default 6)")
     demo.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
