@@ -128,6 +128,28 @@ def test_relative_links_point_at_pages() -> None:
             assert (page.parent / target).resolve().is_file(), f"{page.relative_to(ROOT)} links to {target}"
 
 
+def test_style_names_in_the_docs_exist() -> None:
+    """Every ``styles=[...]`` and ``--styles ...`` example names a style or group of the catalogue."""
+    import shlex
+
+    from lensa_for_all import PromptGenerator
+
+    generator = PromptGenerator(token="ohwx", subject_class="person")
+    checked = 0
+    for page in _pages():
+        text = page.read_text(encoding="utf-8")
+        names = [n for group in re.findall(r"styles=\[([^\]]*)\]", text) for n in re.findall(r'"([^"]+)"', group)]
+        for args in re.findall(r"--styles ((?:[^`|\n-]|-(?!-))+)", text):
+            names += [n for n in shlex.split(args) if re.fullmatch(r"[a-z0-9][a-z0-9 _-]*", n)]  # not STYLE ...
+        for name in names:
+            try:
+                generator.generate(n=1, styles=[name], seed=0)
+            except lensa_for_all.ConfigError as exc:
+                pytest.fail(f"{page.relative_to(ROOT)} uses style {name!r}: {exc}")
+            checked += 1
+    assert checked >= 8
+
+
 def _table_rows(page: str, first_header: str) -> list[list[str]]:
     """The rows of the Markdown table in ``page`` whose first header cell is ``first_header``."""
     lines = (DOCS / page).read_text(encoding="utf-8").splitlines()
