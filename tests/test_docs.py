@@ -119,6 +119,34 @@ def test_python_examples_in_the_docs_parse() -> None:
     assert blocks >= 30
 
 
+def test_command_lines_in_the_docs_parse(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every ``lensa-for-all ...`` line in a shell example is accepted by the real argument parser."""
+    import shlex
+
+    from lensa_for_all.cli.main import build_parser
+
+    parser = build_parser()
+    checked = 0
+    for page in _pages():
+        for match in FENCE.finditer(page.read_text(encoding="utf-8")):
+            if match.group("lang") not in ("bash", "sh", "shell", "console", ""):
+                continue
+            for line in match.group("body").splitlines():
+                line = line.strip().removeprefix("$ ")
+                if not line.startswith("lensa-for-all ") or re.search(r"\[|COMMAND|\.\.\.|<", line):
+                    continue  # not a command, or a usage synopsis
+                argv = shlex.split(line, comments=True)[1:]
+                for stop in (">", "|", "&&"):
+                    argv = argv[: argv.index(stop)] if stop in argv else argv
+                try:
+                    args = parser.parse_args(argv)
+                except SystemExit:
+                    pytest.fail(f"{page.relative_to(ROOT)}: `{line}` is refused: {capsys.readouterr().err}")
+                assert getattr(args, "func", None), line
+                checked += 1
+    assert checked >= 15
+
+
 def test_relative_links_point_at_pages() -> None:
     link = re.compile(r"\]\(([^)#\s]+\.md)(#[\w-]+)?\)")
     for page in _pages():
@@ -200,6 +228,23 @@ def test_training_tips_learning_rates_and_oom_order_match_the_code() -> None:
     listed = re.findall(r"^\d\. `?(\w+)", text, re.M)
     assert listed[:5] == ["mixed_precision", "gradient_checkpointing", "use_8bit_adam", "method",
                           "train_text_encoder"]
+
+
+def test_settings_named_in_the_advice_pages_exist() -> None:
+    """A ``name=value`` the tips or the FAQ tell users to set is a real keyword of the class it goes to."""
+    import inspect
+
+    from lensa_for_all import AvatarModel, SageMakerBackend, TrainingConfig
+
+    known = set(TrainingConfig.field_names())
+    for func in (AvatarModel.load, AvatarModel.generate, SageMakerBackend.__init__):
+        known |= set(inspect.signature(func).parameters)
+    for page in ("training-tips.md", "faq.md", "getting-started.md"):
+        text = (DOCS / page).read_text(encoding="utf-8")
+        named = set(re.findall(r"`([a-z][a-z0-9_]*)=", text))
+        named |= set(re.findall(r"^\s+([a-z][a-z0-9_]*)=", text, re.M))  # keyword lines of code examples
+        assert named, page
+        assert named <= known, f"{page} names settings that do not exist: {sorted(named - known)}"
 
 
 def test_docs_extra_is_declared() -> None:
