@@ -42,7 +42,7 @@ def worker(side: str, model_path: str, num_images: int, device: str | None, dtyp
     import torch
 
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(num_images)]
-    if side == "plain":
+    if side in ("plain", "plain_batched"):
         from diffusers import StableDiffusionPipeline
 
         from lensa_for_all.generation.device import choose_device
@@ -54,8 +54,11 @@ def worker(side: str, model_path: str, num_images: int, device: str | None, dtyp
         sync = torch.cuda.synchronize if choice.kind == "cuda" else (lambda: None)
         sync()
         start = time.perf_counter()
-        for i, p in enumerate(prompts):
-            pipe(p, generator=torch.Generator("cpu").manual_seed(i))  # defaults: PNDM, 50 steps, CFG 7.5
+        if side == "plain":
+            for i, p in enumerate(prompts):
+                pipe(p, generator=torch.Generator("cpu").manual_seed(i))  # defaults: PNDM, 50 steps, CFG 7.5
+        else:  # the same defaults, all prompts in one call
+            pipe(prompts, generator=[torch.Generator("cpu").manual_seed(i) for i in range(num_images)])
         sync()
         seconds = time.perf_counter() - start
         steps = pipe.scheduler.num_inference_steps
@@ -110,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype")
     parser.add_argument("--model-dir", help="where the random model is built (default: a temp folder)")
     parser.add_argument("--json", help="also write the results here")
-    parser.add_argument("--worker", choices=["plain", "avatar"], help=argparse.SUPPRESS)
+    parser.add_argument("--batched-baseline", action="store_true",
+                        help="also run the plain pipeline with all prompts in one call")
+    parser.add_argument("--worker", choices=["plain", "plain_batched", "avatar"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -122,23 +127,31 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.model_dir) if args.model_dir else Path(tmp)
         model_path = make_tiny_sd(root / f"bench-{args.size}", args.size)
-        runs: dict[str, list[dict[str, Any]]] = {"plain": [], "avatar": []}
+        sides = ["plain", "avatar"] + (["plain_batched"] if args.batched_baseline else [])
+        runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
         for _ in range(args.repeats):
-            for side in ("plain", "avatar"):
+            for side in sides:
                 runs[side].append(run_side(side, model_path, args))
     med = {side: statistics.median(x["images_per_s"] for x in r) for side, r in runs.items()}
     rss = {side: statistics.median(x["peak_rss_mb"] for x in r) for side, r in runs.items()}
     ratios = [a["images_per_s"] / p["images_per_s"] for p, a in zip(runs["plain"], runs["avatar"], strict=True)]
     speedup = statistics.median(ratios)
-    p, a = runs["plain"][0], runs["avatar"][0]
+    a = runs["avatar"][0]
     print(f"model: random '{args.size}' at its native size, {args.num_images} images, device {a['device']}, "
           f"{a['torch_threads']} thread(s), {args.repeats} alternating runs per side")
     print("| side | scheduler | steps | images/s (median) | peak RSS MB (median) |")
     print("| --- | --- | ---: | ---: | ---: |")
-    for label, side, r in (("StableDiffusionPipeline defaults", "plain", p), ("AvatarModel defaults", "avatar", a)):
-        print(f"| {label} | {r['scheduler']} | {r['steps']} | {med[side]:.3f} | {rss[side]:.0f} |")
+    labels = {"plain": "StableDiffusionPipeline defaults, one call per image", "avatar": "AvatarModel defaults",
+              "plain_batched": "StableDiffusionPipeline defaults, all prompts in one call"}
+    for side in runs:
+        r = runs[side][0]
+        print(f"| {labels[side]} | {r['scheduler']} | {r['steps']} | {med[side]:.3f} | {rss[side]:.0f} |")
     print(f"speed-up (median of paired runs): {speedup:.2f}x; per repeat: "
           f"{', '.join(f'{x:.2f}x' for x in ratios)}; peak RSS avatar/plain: {rss['avatar'] / rss['plain']:.3f}")
+    if "plain_batched" in runs:
+        pb = [a["images_per_s"] / b["images_per_s"] for b, a in zip(runs["plain_batched"], runs["avatar"], strict=True)]
+        print(f"speed-up over the one-call baseline (median of paired runs): {statistics.median(pb):.2f}x; "
+              f"peak RSS avatar/plain_batched: {rss['avatar'] / rss['plain_batched']:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"runs": runs, "speedup": speedup}, indent=2))
     return 0
