@@ -1,8 +1,9 @@
 """The FastAPI example (examples/web_service/app.py) through FastAPI's test client, on moto and the tiny model.
 
-The app runs unchanged with the real SageMakerBackend; only the backend factory is swapped for one whose
-``start`` also plays the job's container on this machine (moto records jobs but runs nothing) and, like
-SageMaker, reports a job whose container failed as ``Failed`` with the failure file as its reason.
+The app runs unchanged with the real SageMakerBackend; only the backend factory is swapped for the offline
+example's ``played_backends``, whose ``start`` also plays the job's container on this machine (moto records
+jobs but runs nothing) and, like SageMaker, reports a job whose container failed as ``Failed`` with the
+failure file as its reason.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("multipart")
 
-APP_PATH = Path(__file__).resolve().parents[1] / "examples" / "web_service" / "app.py"
-ROLE = "arn:aws:iam::123456789012:role/LensaForAllSageMakerRole"
+EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "examples" / "web_service"
 TERMINAL = ("done", "failed")
 
 
-def _load_app_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("lensa_web_service_example", APP_PATH)
+def _load_example() -> ModuleType:
+    """examples/web_service/offline.py, which imports the app (app.py) from its folder."""
+    spec = importlib.util.spec_from_file_location("lensa_web_service_offline", EXAMPLE_DIR / "offline.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -36,56 +37,13 @@ def _load_app_module() -> ModuleType:
     return module
 
 
-web = _load_app_module()
+offline = _load_example()
+web = offline.app
 
 
 @pytest.fixture(autouse=True)
 def _one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the played container: tiny models thrash with more threads
-
-
-def _settings(work: Path, tiny_sd: Path, **overrides: Any) -> Any:
-    values: dict[str, Any] = dict(
-        work_dir=work, role=ROLE, region="us-east-1", base_model=str(tiny_sd), max_train_steps=4, num_images=2,
-        training={"resolution": 64, "lora_rank": 4, "mixed_precision": "no", "with_prior_preservation": False,
-                  "train_text_encoder": False, "learning_rate": 1e-3, "seed": 7},
-        generation={"num_inference_steps": 2, "seed": 11},
-        sagemaker={"poll_interval_s": 0},
-    )
-    values.update(overrides)
-    return web.Settings(**values)
-
-
-def _played_backends(settings: Any, containers: Path) -> Callable[[str], Any]:
-    """The app's own SageMaker backend, whose jobs are played here (test only)."""
-    from lensa_for_all.backends.job_player import play_training_job
-
-    def make_backend(job_id: str) -> Any:
-        backend = settings.sagemaker_backend(job_id)
-        backend.sleep = lambda _s: None
-        failures: dict[str, str] = {}
-        start = backend.start
-
-        def start_and_play(spec: Any) -> str:
-            name = start(spec)
-            played = play_training_job(backend.aws, name, containers)
-            if played.returncode != 0:
-                failure = played.root / "output" / "failure"
-                text = failure.read_text().strip() if failure.is_file() else f"exit code {played.returncode}"
-                failures[name] = f"AlgorithmError: {text}"
-            return name
-
-        def report_failure(parsed: dict[str, Any], **_: Any) -> None:
-            reason = failures.get(str(parsed.get("TrainingJobName")))
-            if reason:
-                parsed.update(TrainingJobStatus="Failed", FailureReason=reason)
-
-        backend.aws.client("sagemaker").meta.events.register("after-call.sagemaker.DescribeTrainingJob",
-                                                             report_failure)
-        backend.start = start_and_play
-        return backend
-
-    return make_backend
 
 
 @pytest.fixture
@@ -95,8 +53,8 @@ def client_for(tmp_path: Path, tiny_sd: Path) -> Iterator[Callable[..., Any]]:
     clients: list[Any] = []
 
     def make(**overrides: Any) -> Any:
-        settings = _settings(tmp_path / "service", tiny_sd, **overrides)
-        client = TestClient(web.create_app(settings, make_backend=_played_backends(settings, tmp_path / "c")))
+        settings = offline.tiny_settings(tmp_path / "service", tiny_sd, **overrides)
+        client = TestClient(web.create_app(settings, make_backend=offline.played_backends(settings, tmp_path / "c")))
         clients.append(client.__enter__())
         return client
 

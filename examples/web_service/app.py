@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import attrs
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
@@ -41,6 +41,9 @@ from lensa_for_all import LensaError, Pipeline, TooFewPhotosError
 from lensa_for_all.atomic import write_json_atomic
 from lensa_for_all.backends.base import Backend
 from lensa_for_all.run_progress import RunProgress
+
+if TYPE_CHECKING:
+    from lensa_for_all.backends.sagemaker import SageMakerBackend
 
 log = logging.getLogger("lensa_web")
 
@@ -107,7 +110,7 @@ class Settings:
             workers=_env_int("LENSA_WEB_WORKERS") or 2,
         )
 
-    def sagemaker_backend(self, job_id: str) -> Backend:
+    def sagemaker_backend(self, job_id: str) -> SageMakerBackend:
         """The training backend for one request: a SageMaker run named after the job id."""
         from lensa_for_all import SageMakerBackend
 
