@@ -182,6 +182,7 @@ def test_resume_continues_an_interrupted_run_from_its_state(tiny_sd: Path, photo
 # ---- invalidation --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_changed_inputs_rerun_their_stage_and_what_follows(tiny_sd: Path, photos: Path, tmp_path: Path) -> None:
     from lensa_for_all.demo import sample_photos
 
@@ -235,6 +236,31 @@ def test_run_folder_with_foreign_files_and_corrupt_state_are_refused(tiny_sd: Pa
         Pipeline(photos, backend="gpu-cluster")
 
 
+def test_too_few_photos_stop_the_run_with_the_report_in_the_run_folder(tiny_sd: Path, tmp_path: Path) -> None:
+    from lensa_for_all.errors import TooFewPhotosError
+
+    few = copy_sample_photos(tmp_path / "few", n=2)
+    (few / "notes.txt").write_text("not a photo")
+    with pytest.raises(TooFewPhotosError):
+        _pipeline(few, tmp_path / "run", tiny_sd).run(num_images=1, **GEN)
+    report = json.loads((tmp_path / "run" / "qc_report.json").read_text())
+    assert report["usable"] is False and any(f["path"].endswith("notes.txt") for f in report["files"])
+
+
+def test_sagemaker_backend_is_built_from_settings_with_a_run_name_per_training_set(photos: Path) -> None:
+    from lensa_for_all.backends.sagemaker import SageMakerBackend
+
+    pipe = Pipeline.from_folder(photos, backend="sagemaker", progress=False,
+                                sagemaker={"instance_type": "ml.g5.xlarge", "max_cost_usd": 2.0, "spot": False})
+    backend = pipe.backend_for(run_name="me-0123456789")
+    assert isinstance(backend, SageMakerBackend) and pipe.backend_name == "sagemaker"
+    assert (backend.instance_type, backend.max_cost_usd, backend.spot, backend.run_name) == \
+        ("ml.g5.xlarge", 2.0, False, "me-0123456789")
+    assert backend.show_progress is False  # the pipeline draws the progress
+    with pytest.raises(ConfigError, match="invalid SageMaker setting"):
+        Pipeline.from_folder(photos, backend="sagemaker", sagemaker={"instanc_type": "x"}).backend_for()
+
+
 # ---- re-attaching to a remote job ----------------------------------------------------------------------
 
 
@@ -260,13 +286,11 @@ def test_crash_during_a_remote_job_reattaches_to_it_instead_of_launching_another
     assert "$0.12" in result.summary() and "job-1" in result.summary()
 
 
-@pytest.mark.slow
 def test_sagemaker_job_is_reattached_from_the_state_on_moto(aws_env: str, tiny_sd: Path, photos: Path,
                                                             tmp_path: Path) -> None:
     """The real SageMakerBackend on moto: the run dies while following the job; the next run attaches to it."""
     import boto3
 
-    from lensa_for_all.archives import safe_extract  # noqa: F401  (the download path under test uses it)
     from lensa_for_all.backends.s3 import deterministic_tarball
     from lensa_for_all.backends.sagemaker import SageMakerBackend
     from lensa_for_all.trainer import DreamBoothTrainer

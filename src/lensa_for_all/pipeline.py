@@ -413,13 +413,20 @@ class Pipeline:
         self.progress.stage_started("photos")
         t0 = time.monotonic()
         state.start("photos", fp)
-        if isinstance(source, PhotoSet):
-            photoset = source
-        elif isinstance(source, Path):
-            photoset = PhotoSet.from_folder(source, subject_class=self.subject_class, min_photos=self.min_photos)
-        else:
-            photoset = PhotoSet.from_files(source, subject_class=self.subject_class, min_photos=self.min_photos)
         from .atomic import write_text_atomic
+        from .errors import TooFewPhotosError
+
+        try:
+            if isinstance(source, PhotoSet):
+                photoset = source
+            elif isinstance(source, Path):
+                photoset = PhotoSet.from_folder(source, subject_class=self.subject_class, min_photos=self.min_photos)
+            else:
+                photoset = PhotoSet.from_files(source, subject_class=self.subject_class, min_photos=self.min_photos)
+        except TooFewPhotosError as exc:
+            if exc.report is not None:  # keep the reasons where the user will look
+                write_text_atomic(run_dir / QC_REPORT, exc.report.to_json() + "\n")  # type: ignore[attr-defined]
+            raise
 
         write_text_atomic(run_dir / QC_REPORT, photoset.report().to_json() + "\n")
         photoset.prepare(out, resolution=self.config.resolution)
