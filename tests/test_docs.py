@@ -268,6 +268,31 @@ def test_sphinx_roles_become_optional_links() -> None:
             in text)
 
 
+def test_commonmark_list_indentation_renders_as_on_github() -> None:
+    markdown = pytest.importorskip("markdown")
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        from commonmark_lists import widen_list_indentation
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    source = (
+        "1. **Upload.** under one prefix:\n\n"
+        "   | key | what |\n   | --- | --- |\n   | `a` | b |\n\n"
+        "   More about uploads.\n"
+        "2. **Job.** with:\n   - a container;\n   - tags.\n\n"
+        "```text\n1. not a list\n   left alone\n```\n\n"
+        "- a bullet\n\n  ```python\n  x = 1\n  ```\n"
+    )
+    widened = widen_list_indentation(source)
+    assert "```text\n1. not a list\n   left alone\n```" in widened  # fenced code is copied as is
+    html = markdown.markdown(widened, extensions=["tables", "pymdownx.superfences"])
+    assert html.count("<ol>") == 1 and html.count("<li>") == 5, html  # 2 steps, 2 nested bullets, 1 bullet
+    assert html.index("<table>") < html.index("</li>")  # the table stays inside step 1
+    assert "2. " not in html.replace("1. not a list", "")  # step 2 is an item, not text
+    plain = markdown.markdown(source, extensions=["tables", "pymdownx.superfences"])
+    assert plain.count("<li>") < 5  # what Python-Markdown does without the hook
+
+
 @pytest.mark.slow
 def test_mkdocs_build_strict(tmp_path: Path) -> None:
     pytest.importorskip("mkdocs")
@@ -285,6 +310,9 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     assert 'href="../photos/#lensa_for_all.photos.PhotoSet"' in api  # a Sphinx role became a link
     for html in (site / "api").rglob("*.html"):
         assert ":class:" not in html.read_text(encoding="utf-8"), html
+    sagemaker = (site / "sagemaker" / "index.html").read_text(encoding="utf-8")
+    steps = sagemaker[sagemaker.index('id="what-happens-when-you-call-run"'):sagemaker.index('id="why-plain-boto3')]
+    assert steps.count("<ol>") == 1 and "\n4. " not in steps, "the numbered steps fell apart"
     errors = (site / "api" / "errors" / "index.html").read_text(encoding="utf-8")
     for name in lensa_for_all.errors.__all__:
         assert f'id="lensa_for_all.errors.{name}"' in errors, name
