@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lensa_web")
 
-STATUSES = ("queued", "training", "generating", "done", "failed")
+FINISHED = ("done", "failed")  # the other statuses: queued, training, generating
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 _SUBJECT_CLASS = re.compile(r"[a-z][a-z ]{1,29}")
 _PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif", ".tif", ".tiff", ".bmp"}
@@ -275,7 +275,7 @@ class AvatarService:
         for status_file in sorted(self.store.root.glob("*/status.json")):
             job_id = status_file.parent.name
             if (_JOB_ID.fullmatch(job_id) and job_id not in self.futures
-                    and self.store.read(job_id).get("status") not in ("done", "failed")):
+                    and self.store.read(job_id).get("status") not in FINISHED):
                 self.futures[job_id] = self.executor.submit(self.run_job, job_id)
                 unfinished.append(job_id)
         return unfinished
