@@ -336,6 +336,7 @@ def test_missing_tracker_is_a_config_error(photos: Path, tmp_path: Path) -> None
         train(tiny_config(Path("unused"), report_to="wandb"), photos, tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_uncached_latents_match_the_cached_path(tiny_sd: Path, photos: Path, tmp_path: Path) -> None:
     """cache_latents=False encodes at every step, as the reference does; the losses are the same."""
     from lensa_for_all.training.loop import train
@@ -350,6 +351,7 @@ def test_uncached_latents_match_the_cached_path(tiny_sd: Path, photos: Path, tmp
     assert runs[True] == pytest.approx(runs[False], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_checkpoints_of_another_run_are_refused(tiny_sd: Path, photos: Path, tmp_path: Path) -> None:
     from lensa_for_all.errors import ConfigError
     from lensa_for_all.training.loop import train
