@@ -184,6 +184,9 @@ class StepClock:
         self.start = time.perf_counter()
         self.stamps: list[float] = []
         self.cpu_stamps: list[float] = []  # process CPU time: robust to other processes on the machine
+        # VmHWM only grows, so these two and the final ru_maxrss place the peak: loading and caching
+        # (up to the end of step 1), the other steps, or writing the artifacts.
+        self.hwm_kb_at_first_step = 0
         self.hwm_kb_at_last_step = 0
         self.gpu_peak_bytes: int | None = None
         self.warmup = warmup
@@ -215,6 +218,8 @@ class StepClock:
         self.stamps.append(time.perf_counter())
         self.cpu_stamps.append(time.process_time())
         self.hwm_kb_at_last_step = _vm_hwm_kb()
+        if len(self.stamps) == 1:
+            self.hwm_kb_at_first_step = self.hwm_kb_at_last_step
         self.gpu_peak_bytes = _gpu_peak_bytes()
         n = len(self.stamps)
         if self.phases is not None:
@@ -245,14 +250,22 @@ def _gpu_peak_bytes() -> int | None:
     return int(torch.cuda.max_memory_allocated())
 
 
-def _vm_hwm_kb() -> int:
+def _proc_status_kb(key: str) -> int:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(key):
                 return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def _vm_hwm_kb() -> int:
+    return _proc_status_kb("VmHWM:")
+
+
+def _vm_rss_kb() -> int:
+    return _proc_status_kb("VmRSS:")
 
 
 def _load_reference(path: Path) -> Any:
@@ -381,6 +394,7 @@ def worker_main(spec_path: Path) -> int:
         "gpu_peak_bytes": clock.gpu_peak_bytes,
         "wall_s": total,
         "phases": clock.phase_breakdown(),
+        "hwm_kb_at_first_step": clock.hwm_kb_at_first_step,
     }
     Path(spec["result"]).write_text(json.dumps(result))
     return 0
@@ -435,6 +449,11 @@ def run_one(spec: dict[str, Any], run_dir: Path, threads: int) -> dict[str, Any]
         "wall_s": result["wall_s"],
         "gpu_peak_mb": result["gpu_peak_bytes"] / 2**20 if result.get("gpu_peak_bytes") else None,
         "phases": result.get("phases"),
+        "rss_by_stage_mb": {
+            "setup and step 1": result["hwm_kb_at_first_step"] / 1024,
+            "steps": result["hwm_kb_at_last_step"] / 1024,
+            "after training": usage.ru_maxrss / 1024,
+        },
     }
 
 
@@ -501,6 +520,19 @@ def render_breakdowns(breakdowns: dict[str, dict[str, Any]], kind: str = "cpu") 
     return "\n\n".join(blocks)
 
 
+def render_rss_by_stage(raw: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
+    """Median peak RSS (MB) reached by the end of step 1, by the last step, and over the whole process."""
+    stages = ("setup and step 1", "steps", "after training")
+    lines = ["| case | side | peak RSS by end of step 1 | by last step | whole process |",
+             "| --- | --- |" + " ---: |" * len(stages)]
+    for case, sides in raw.items():
+        for side, runs in sides.items():
+            if runs:
+                cells = [f"{statistics.median(r['rss_by_stage_mb'][st] for r in runs):.0f}" for st in stages]
+                lines.append(f"| {case} | {side} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _slug(case: str) -> str:
     return case.replace("/", "-").replace(" ", "_")
 
@@ -536,7 +568,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--class-images", type=int, default=10, help="class images (present, none generated)")
     p.add_argument("--steps", type=int, default=30, help="optimisation steps per run")
     p.add_argument("--warmup", type=int, default=5, help="steps left out of the median")
-    p.add_argument("--repeats", type=int, default=3, help="runs per side and case (median of medians)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per side and case (median of medians); 0 with --profile-steps: profile only")
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS for both sides")
     p.add_argument("--profile-steps", type=int, default=0,
                    help="after the timed runs, one instrumented run per side and case: a per-phase "
@@ -555,6 +587,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         for path in [args.reference] + ([args.reference_lora] if needs_lora else []):
             if not path.is_file():
                 p.error(f"reference script {path} does not exist")
+    if args.repeats < 1 and not args.profile_steps:
+        p.error("--repeats 0 only makes sense with --profile-steps")
     if args.warmup < 1 or args.steps < args.warmup + 3:
         p.error("need --warmup >= 1 and --steps >= warmup + 3")
     return args
@@ -603,8 +637,10 @@ def main(argv: list[str] | None = None) -> int:
                         "profile_out": str(work / "profiles" / f"{slug}.txt")}
                 res = run_one(spec, work / "runs" / f"profile-{slug}", args.threads)
                 breakdowns.setdefault(case, {})[side] = res["phases"]
+
                 print(f"[profile {slug}] written to {spec['profile_out']}", flush=True)
-    summary = {case: {side: summarise(runs) for side, runs in sides.items()} for case, sides in raw.items()}
+    summary = {case: {side: summarise(runs) for side, runs in sides.items() if runs}
+               for case, sides in raw.items()}
     table = render_table(summary)
     out = args.json or work / "results.json"
     out.write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "summary": summary,
@@ -613,6 +649,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.model_size} model, {args.resolution} px, batch 1 + prior preservation, "
           f"{args.steps} steps ({args.warmup} warm-up), {args.repeats} repeats, OMP_NUM_THREADS={args.threads}")
     print(table)
+    if any(raw[c][s] for c in raw for s in raw[c]):
+        print()
+        print(render_rss_by_stage(raw))
     if breakdowns:
         print()
         print(render_breakdowns(breakdowns))
