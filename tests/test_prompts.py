@@ -80,7 +80,8 @@ def test_generator_spreads_styles_and_keeps_subject_once(tiny_sd: Path, clip_cou
         assert count_subject(p.text, "ohwx man") == 1
         assert p.text.count("ohwx") == 1
         assert clip_count(p.text) <= 77
-        assert p.negative
+        assert p.negative and clip_count(p.negative) <= 77
+        assert p.negative.startswith(gen.catalogue[p.style or ""].negative)
     assert [p.text for p in gen.generate(40, seed=7)] == [p.text for p in prompts]
     assert [p.text for p in gen.generate(40, seed=8)] != [p.text for p in prompts]
 

@@ -17,6 +17,7 @@ import attrs
 from ..errors import ConfigError, GenerationError, ModelNotFoundError, PickleRefusedError
 from ..prompts.catalogue import StyleCatalogue, subject_kind_for
 from ..prompts.generator import MagicMode, Prompt, PromptGenerator
+from ..prompts.tokens import fit_negative, token_counter_for
 from .device import choose_device, free_memory_bytes
 from .pack import Avatar, AvatarPack, PackWriter, read_png_parameters
 from .runner import Job, LocalRunner, Runner, batch_key
@@ -204,7 +205,8 @@ class AvatarModel:
         w, h = int(width or dw), int(height or dh)
         if w % 8 or h % 8 or w < 8 or h < 8:
             raise ConfigError(f"width and height must be positive multiples of 8, not {w}x{h}.")
-        default_negative = _default_negative(self.subject_class)
+        default_negative = fit_negative(_default_negative(self.subject_class),
+                                        token_counter_for(self.runner.tokenizer))
         jobs = []
         for i, p in zip(range(n), itertools.cycle(prompt_list), strict=False):
             settings = p.settings

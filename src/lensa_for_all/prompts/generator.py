@@ -14,7 +14,7 @@ import attrs
 from ..errors import ConfigError, MagicPromptUnavailable
 from .catalogue import SUBJECT_PLACEHOLDER, Style, StyleCatalogue, SubjectKind, subject_kind_for
 from .magic import DEFAULT_MAGIC_MODEL, MagicPrompt
-from .tokens import CLIP_MAX_TOKENS, TokenCounter, count_subject, fit_prompt, token_counter_for
+from .tokens import CLIP_MAX_TOKENS, TokenCounter, count_subject, fit_negative, fit_prompt, token_counter_for
 
 __all__ = ["Prompt", "PromptGenerator", "MagicMode"]
 
@@ -121,7 +121,9 @@ class PromptGenerator:
         style = self.catalogue[style] if isinstance(style, str) else style
         text = style.template(self.subject_kind).replace(SUBJECT_PLACEHOLDER, self.subject)
         text = fit_prompt(text, self.subject, self.count_tokens, max_tokens=self.max_tokens)
-        return Prompt(text, self.catalogue.negative_for(style, self.subject_kind), style.name, style.settings)
+        negative = fit_negative(self.catalogue.negative_for(style, self.subject_kind), self.count_tokens,
+                                max_tokens=self.max_tokens)
+        return Prompt(text, negative, style.name, style.settings)
 
     def generate(
         self,

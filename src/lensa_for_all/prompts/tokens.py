@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import ConfigError
 
 __all__ = ["CLIP_MAX_TOKENS", "TokenCounter", "approximate_token_count", "token_counter_for",
-           "split_fragments", "fit_prompt", "count_subject"]
+           "split_fragments", "fit_prompt", "fit_negative", "count_subject"]
 
 CLIP_MAX_TOKENS = 77  # including <|startoftext|> and <|endoftext|>
 
@@ -95,3 +95,15 @@ def fit_prompt(text: str, subject: str, counter: TokenCounter, *, max_tokens: in
             f"{fragments[subject_at]!r}. Shorten it."
         )
     return out
+
+
+def fit_negative(text: str, counter: TokenCounter, *, max_tokens: int = CLIP_MAX_TOKENS) -> str:
+    """A negative prompt cut to whole leading fragments that fit ``max_tokens`` (style terms come first)."""
+    if counter(text) <= max_tokens:
+        return text
+    kept: list[str] = []
+    for frag in split_fragments(text):
+        if counter(", ".join([*kept, frag])) > max_tokens:
+            break
+        kept.append(frag)
+    return ", ".join(kept)
