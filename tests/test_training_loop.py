@@ -230,11 +230,19 @@ def test_lora_exports_and_manifest(tiny_sd: Path, photos: Path, tmp_path: Path) 
 
     pipe = StableDiffusionPipeline.from_pretrained(tiny_sd)
     ids = pipe.tokenizer(["a photo of ohwx person"], return_tensors="pt").input_ids
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         before = pipe.text_encoder(ids)[0]
         pipe.load_lora_weights(out)
         after = pipe.text_encoder(ids)[0]
+        unet_out = pipe.unet(x, 10, after).sample
     assert not torch.allclose(before, after)
+    # the kohya file (read by diffusers' own kohya converter) is the same LoRA, alpha included
+    kohya = StableDiffusionPipeline.from_pretrained(tiny_sd)
+    kohya.load_lora_weights(out, weight_name="ohwx_lora_kohya.safetensors")
+    with torch.no_grad():
+        torch.testing.assert_close(kohya.text_encoder(ids)[0], after)
+        torch.testing.assert_close(kohya.unet(x, 10, after).sample, unet_out)
 
 
 def test_too_few_photos_and_bad_base_models(tiny_sd: Path, tmp_path: Path) -> None:

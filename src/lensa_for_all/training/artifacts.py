@@ -147,7 +147,8 @@ def write_artifacts(output_dir: Path, config: TrainingConfig, unet: Any, text_en
 
     output_dir.mkdir(parents=True, exist_ok=True)
     if config.method == "lora":
-        save_lora(output_dir, unet, text_encoder, alpha=config.effective_lora_alpha, token=config.token)
+        save_lora(output_dir, unet, text_encoder, alpha=config.effective_lora_alpha, rank=config.lora_rank,
+                  token=config.token)
     else:
         unet = unet.to(torch.float32)
         if text_encoder is not None:

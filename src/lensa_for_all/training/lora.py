@@ -31,14 +31,25 @@ def add_lora(model: Any, *, rank: int, alpha: float, dropout: float, target_modu
         inject_adapter_in_model(config, model)
 
 
-def lora_state_dicts(unet: Any, text_encoder: Any | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The adapters' weights in diffusers naming (UNet, text encoder or ``None``), as float32 CPU tensors."""
+def lora_state_dicts(unet: Any, text_encoder: Any | None, *, scale: float = 1.0
+                     ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The adapters' weights in diffusers naming (UNet, text encoder or ``None``), as float32 CPU tensors.
+
+    The diffusers format has no alpha (a loader assumes alpha = rank), so the up-projections are
+    multiplied by ``scale`` = alpha / rank: the file then gives the trained result in any loader.
+    """
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
     def grab(model: Any) -> dict[str, Any]:
         sd = convert_state_dict_to_diffusers(get_peft_model_state_dict(model))
-        return {k: v.detach().float().cpu().contiguous() for k, v in sd.items()}
+        out = {}
+        for k, v in sd.items():
+            t = v.detach().float().cpu()
+            if scale != 1.0 and (".up." in k or ".lora_B." in k):
+                t = t * scale
+            out[k] = t.contiguous()
+        return out
 
     te = {_canonical_te_key(k): v for k, v in grab(text_encoder).items()} if text_encoder is not None else None
     return grab(unet), te
@@ -55,7 +66,8 @@ def _canonical_te_key(key: str) -> str:
     return key
 
 
-def save_lora(output_dir: Path, unet: Any, text_encoder: Any | None, *, alpha: float, token: str) -> list[Path]:
+def save_lora(output_dir: Path, unet: Any, text_encoder: Any | None, *, alpha: float, rank: int,
+              token: str) -> list[Path]:
     """Write both formats into ``output_dir``; return the files written."""
     import torch
     from diffusers import StableDiffusionPipeline
@@ -65,7 +77,7 @@ def save_lora(output_dir: Path, unet: Any, text_encoder: Any | None, *, alpha: f
 
     from ..atomic import atomic_path
 
-    unet_sd, te_sd = lora_state_dicts(unet, text_encoder)
+    unet_sd, te_sd = lora_state_dicts(unet, text_encoder, scale=alpha / rank)
     output_dir.mkdir(parents=True, exist_ok=True)
     dest = output_dir / DIFFUSERS_LORA_NAME
     with atomic_path(dest) as tmp:
