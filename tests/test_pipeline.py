@@ -120,7 +120,7 @@ def test_crash_during_generation_resumes_without_retraining_and_keeps_finished_a
     run_dir = tmp_path / "run"
     pipe = _pipeline(photos, run_dir, tiny_sd, RecordingProgress(interrupt_at=("generate", 2)))
     with pytest.raises(KeyboardInterrupt):
-        pipe.run(num_images=4, out_dir=tmp_path / "out", **GEN)
+        pipe.run(num_images=4, out_dir=tmp_path / "out", batch_size=1, **GEN)
     out = tmp_path / "out"
     kept = sorted(out.glob("*.png"))
     assert len(kept) == 2
@@ -131,7 +131,7 @@ def test_crash_during_generation_resumes_without_retraining_and_keeps_finished_a
     progress = RecordingProgress()
     trainer = pipe.trainer
     again = Pipeline(photos, trainer=trainer, run_dir=run_dir, progress=progress).run(
-        num_images=4, out_dir=out, **GEN)
+        num_images=4, out_dir=out, batch_size=1, **GEN)
     assert len(trainer.calls) == 1  # type: ignore[attr-defined]  # trained once, not again
     assert tree_state(run_dir / "model") == model_before
     assert again.reused == ("photos", "train")
@@ -146,8 +146,9 @@ def test_crash_during_generation_resumes_without_retraining_and_keeps_finished_a
     assert index["contact_sheet"] == "contact_sheet.jpg" and len(index["avatars"]) == 4
     seed = state.stage("generate")["progress"]["seed"]
     assert [a["seed"] for a in index["avatars"]] == [seed, seed + 1, seed + 2, seed + 3]
+    # (one image per call: an image rendered in a batch depends on its batch companions)
     fresh = _pipeline(photos, tmp_path / "run2", tiny_sd).run(num_images=4, out_dir=tmp_path / "out2", seed=seed,
-                                                              **GEN)
+                                                              batch_size=1, **GEN)
     assert [_pixels(p) for p in fresh.avatars] == [_pixels(p) for p in again.avatars]
     assert [_prompt(p) for p in fresh.avatars] == [_prompt(p) for p in again.avatars]
 
@@ -172,6 +173,10 @@ def test_resume_continues_an_interrupted_run_from_its_state(tiny_sd: Path, photo
     assert result.reused == ("photos", "train")
     assert any("Keeping the 1 avatars" in e[1] for e in progress.events if e[0] == "message")
     texts = [_prompt(p)[0] for p in result.avatars]
+    # mixed styles render in batches grouped by settings, out of order: each file still sits at its own index
+    base = RunState.load(run_dir).stage("generate")["outputs"]["seed"]
+    assert [_prompt(p)[1] for p in result.avatars] == [base, base + 1]
+    assert [int(p.name.split("-")[0]) for p in result.avatars] == [0, 1]
     if prompts == "list":
         assert texts == ["ohwx person as a knight", "ohwx person on the moon"]
     else:
@@ -198,6 +203,8 @@ def test_changed_inputs_rerun_their_stage_and_what_follows(tiny_sd: Path, photos
     second = Pipeline(photos, trainer=trainer, run_dir=run_dir, progress=progress).run(
         num_images=3, out_dir=out, seed=1, **GEN)
     assert second.reused == ("photos", "train") and len(trainer.calls) == 1  # type: ignore[attr-defined]
+    # catalogue styles with their own settings render in batches out of order; each avatar keeps its index
+    assert [(int(p.name.split("-")[0]), _prompt(p)[1]) for p in second.avatars] == [(0, 1), (1, 2), (2, 3)]
     assert len(list(out.glob("*.png"))) == 3 and len(json.loads((out / "avatars.json").read_text())["avatars"]) == 3
 
     # a training setting: photos reused, training redone from scratch (stale checkpoints removed)

@@ -557,9 +557,11 @@ class Pipeline:
         writer = PackWriter(out)
         for start, stop in _missing_runs(num_images, done):
             run_prompts = [prompts[i % len(prompts)] for i in range(start, stop)]
-            for offset, avatar in enumerate(model.iter_generate(run_prompts, stop - start, seed=(seed + start) % _MAX_SEED,
-                                                                batch_size=args.get("batch_size"), **render)):
-                index = start + offset
+            avatars = model.iter_generate(run_prompts, stop - start, seed=(seed + start) % _MAX_SEED,
+                                          batch_size=args.get("batch_size"), **render)
+            for avatar in avatars:
+                # batches group jobs by their settings, so avatars may finish out of order; image i has seed+i
+                index = (avatar.seed - seed) % _MAX_SEED
                 path = writer.add(avatar, index)
                 done[index] = path.name
                 state.update_progress("generate", files={str(k): v for k, v in done.items()})
