@@ -77,8 +77,9 @@ def run_demo(out_dir: str | os.PathLike[str] = DEFAULT_DEMO_DIR, *, size: str = 
         learning_rate=1e-3, text_encoder_learning_rate=5e-4, lora_rank=4, mixed_precision="no",
         num_class_images=2, class_image_inference_steps=2, class_image_batch_size=2,
     )
-    # the class-image cache goes inside the demo folder, not the user's cache
-    backend = LocalBackend(env={"LENSA_CLASS_IMAGE_CACHE": str((out / "class-images").resolve())})
+    # the class-image cache goes inside the demo folder, not the user's cache; the Hub is never asked
+    backend = LocalBackend(env={"LENSA_CLASS_IMAGE_CACHE": str((out / "class-images").resolve()),
+                                "HF_HUB_OFFLINE": "1"})
     pipeline = Pipeline(photos, trainer=DreamBoothTrainer(config), backend=backend, run_dir=out / "run",
                         progress=progress)
     generation.setdefault("num_inference_steps", DEMO_INFERENCE_STEPS)
