@@ -216,3 +216,16 @@ def test_progress_bar_shows_stage_step_and_loss() -> None:
         update(TrainingProgress(step=3, total_steps=10, loss=0.5, lr=1e-4, seconds_per_step=0.25))
     text = out.getvalue()
     assert "train" in text and "3/10" in text and "loss 0.5000" in text and "0.25 s/step" in text
+
+
+def test_relative_paths_work_from_any_working_directory(tiny_sd: Path, photos: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child runs inside the source dir, so relative paths must be resolved before it starts."""
+    cfg = tiny_config(tiny_sd, "lora", with_prior_preservation=False)
+    DreamBoothTrainer(cfg).package_source_dir(tmp_path / "source")
+    monkeypatch.chdir(tmp_path)
+    code = run_entry_point("source", channels={"instance": photos}, model_dir="opt/model",
+                           output_dir="opt/output", checkpoint_dir="opt/checkpoints",
+                           hyperparameters={"learning_rate": -1})
+    assert code != 0
+    assert (read_failure(tmp_path / "opt" / "output") or "").startswith("ConfigError: TrainingConfig.learning_rate")

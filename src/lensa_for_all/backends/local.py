@@ -74,12 +74,13 @@ def run_entry_point(
     ``output_dir`` plays ``/opt/ml/output`` (the failure file lands in it, metrics in its ``data``
     folder). Hyper-parameters are stringified as SageMaker does. ``env`` adds or overrides variables.
     """
-    source = Path(source_dir)
+    # The child runs with cwd=source, so every path handed to it must be absolute.
+    source = Path(source_dir).resolve()
     script = source / _ENTRY
     if not script.is_file():
         raise TrainingError(f"{source} is not a packaged source dir (no {_ENTRY}); write one with "
                             "DreamBoothTrainer(config).package_source_dir(dest).")
-    model_dir, output_dir, checkpoint_dir = Path(model_dir), Path(output_dir), Path(checkpoint_dir)
+    model_dir, output_dir, checkpoint_dir = (Path(p).resolve() for p in (model_dir, output_dir, checkpoint_dir))
     for folder in (model_dir, output_dir / "data", checkpoint_dir):
         folder.mkdir(parents=True, exist_ok=True)
     (output_dir / "failure").unlink(missing_ok=True)
