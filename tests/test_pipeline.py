@@ -115,6 +115,7 @@ def test_whole_run_through_local_backend_then_rerun_reuses_everything(tiny_sd: P
 # ---- resuming ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_crash_during_generation_resumes_without_retraining_and_keeps_finished_avatars(
         tiny_sd: Path, photos: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
@@ -293,6 +294,7 @@ def test_crash_during_a_remote_job_reattaches_to_it_instead_of_launching_another
     assert "$0.12" in result.summary() and "job-1" in result.summary()
 
 
+@pytest.mark.slow
 def test_sagemaker_job_is_reattached_from_the_state_on_moto(aws_env: str, tiny_sd: Path, photos: Path,
                                                             tmp_path: Path) -> None:
     """The real SageMakerBackend on moto: the run dies while following the job; the next run attaches to it."""
