@@ -554,6 +554,19 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def code_version() -> dict[str, Any]:
+    """The commit measured, and whether the library's working tree differed from it."""
+    def git(*cmd: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", str(HERE.parent), *cmd], capture_output=True, text=True,
+                                  check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "dirty_library_files": git("status", "--porcelain", "src/lensa_for_all").splitlines()}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -643,11 +656,16 @@ def main(argv: list[str] | None = None) -> int:
                for case, sides in raw.items()}
     table = render_table(summary)
     out = args.json or work / "results.json"
-    out.write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "summary": summary,
+    version = code_version()
+    out.write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "code": version,
+                               "summary": summary,
                                "runs": raw, "phase_breakdowns": breakdowns}, indent=2))
     print()
     print(f"{args.model_size} model, {args.resolution} px, batch 1 + prior preservation, "
-          f"{args.steps} steps ({args.warmup} warm-up), {args.repeats} repeats, OMP_NUM_THREADS={args.threads}")
+          f"{args.steps} steps ({args.warmup} warm-up), {args.repeats} repeats, OMP_NUM_THREADS={args.threads}; "
+          f"commit {version['commit'] or '?'}"
+          + (f" with {len(version['dirty_library_files'])} uncommitted library file(s)"
+             if version["dirty_library_files"] else ""))
     print(table)
     if any(raw[c][s] for c in raw for s in raw[c]):
         print()
