@@ -38,7 +38,7 @@ def _peak_rss_mb() -> float:
 
 
 def worker(side: str, model_path: str, num_images: int, device: str | None, dtype: str | None) -> dict[str, Any]:
-    """Load, warm up with one short call, then time ``num_images`` images; runs in a subprocess."""
+    """Load, warm up with the side's own workload at 2 steps, then time ``num_images`` images (a subprocess)."""
     import torch
 
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(num_images)]
@@ -50,7 +50,10 @@ def worker(side: str, model_path: str, num_images: int, device: str | None, dtyp
         choice = choose_device(device, dtype)  # same device/dtype as AvatarModel would pick
         pipe = StableDiffusionPipeline.from_pretrained(model_path, torch_dtype=choice.dtype).to(choice.device)
         pipe.set_progress_bar_config(disable=True)
-        pipe(prompts[0], num_inference_steps=2)
+        if side == "plain":  # warm up with this side's own call shape
+            pipe(prompts[0], num_inference_steps=2)
+        else:
+            pipe(prompts, num_inference_steps=2)
         sync = torch.cuda.synchronize if choice.kind == "cuda" else (lambda: None)
         sync()
         start = time.perf_counter()
@@ -67,7 +70,7 @@ def worker(side: str, model_path: str, num_images: int, device: str | None, dtyp
         from lensa_for_all.generation import AvatarModel
 
         model = AvatarModel.load(model_path, device=device, dtype=dtype)
-        model.generate(prompts[0], num_inference_steps=2, seed=0)
+        model.generate(prompts, num_inference_steps=2, seed=0)  # warm up with this side's own call shape
         cuda = model.runner.device.kind == "cuda"  # type: ignore[attr-defined]
         if cuda:
             torch.cuda.synchronize()
