@@ -40,6 +40,7 @@ def test_generate_from_full_folder(model: AvatarModel) -> None:
     assert isinstance(pack, AvatarPack) and len(pack) == 3 and not pack.interrupted
     assert [a.seed for a in pack] == [11, 12, 13]
     assert model.default_size == (64, 64)
+    assert model.pipeline.vae.encoder is None  # text-to-image never encodes: not kept in memory
     for a in pack:
         assert a.image.size == (64, 64) and a.scheduler == "dpmpp_2m_karras" and a.num_inference_steps == STEPS
         assert a.prompt.count("ohwx person") == 1 and a.style and a.negative_prompt
