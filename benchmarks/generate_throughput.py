@@ -37,7 +37,8 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def worker(side: str, model_path: str, num_images: int, device: str | None, dtype: str | None) -> dict[str, Any]:
+def worker(side: str, model_path: str, num_images: int, device: str | None, dtype: str | None,
+           batch_size: int | None = None) -> dict[str, Any]:
     """Load, warm up with the side's own workload at 2 steps, then time ``num_images`` images (a subprocess)."""
     import torch
 
@@ -70,12 +71,12 @@ def worker(side: str, model_path: str, num_images: int, device: str | None, dtyp
         from lensa_for_all.generation import AvatarModel
 
         model = AvatarModel.load(model_path, device=device, dtype=dtype)
-        model.generate(prompts, num_inference_steps=2, seed=0)  # warm up with this side's own call shape
+        model.generate(prompts, num_inference_steps=2, seed=0, batch_size=batch_size)  # warm up, own call shape
         cuda = model.runner.device.kind == "cuda"  # type: ignore[attr-defined]
         if cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
-        pack = model.generate(prompts, seed=0)  # defaults: DPM++ 2M Karras, 25 steps
+        pack = model.generate(prompts, seed=0, batch_size=batch_size)  # defaults: DPM++ 2M Karras, 25 steps
         if cuda:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
@@ -84,7 +85,8 @@ def worker(side: str, model_path: str, num_images: int, device: str | None, dtyp
     out = {"side": side, "images": num_images, "seconds": seconds, "images_per_s": num_images / seconds,
            "peak_rss_mb": _peak_rss_mb(), "steps": steps, "scheduler": sched,
            "device": str(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else "cpu",
-           "torch_threads": torch.get_num_threads()}
+           "torch_threads": torch.get_num_threads(),
+           "batch_size": pack[0].batch_size if side == "avatar" else (1 if side == "plain" else num_images)}
     if torch.cuda.is_available():
         out["peak_vram_mb"] = torch.cuda.max_memory_allocated() / 1024**2
     return out
@@ -97,6 +99,8 @@ def run_side(side: str, model_path: Path, args: argparse.Namespace) -> dict[str,
         cmd += ["--device", args.device]
     if args.dtype:
         cmd += ["--dtype", args.dtype]
+    if args.avatar_batch_size:
+        cmd += ["--avatar-batch-size", str(args.avatar_batch_size)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "DISABLE_TQDM": "1"}
     if args.threads:
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
@@ -116,13 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype")
     parser.add_argument("--model-dir", help="where the random model is built (default: a temp folder)")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--avatar-batch-size", type=int, help="override AvatarModel's batch size (default: its own)")
     parser.add_argument("--batched-baseline", action="store_true",
                         help="also run the plain pipeline with all prompts in one call")
     parser.add_argument("--worker", choices=["plain", "plain_batched", "avatar"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.model, args.num_images, args.device, args.dtype)))
+        print(json.dumps(worker(args.worker, args.model, args.num_images, args.device, args.dtype,
+                                args.avatar_batch_size)))
         return 0
 
     from lensa_for_all.testing import make_tiny_sd
@@ -142,13 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     a = runs["avatar"][0]
     print(f"model: random '{args.size}' at its native size, {args.num_images} images, device {a['device']}, "
           f"{a['torch_threads']} thread(s), {args.repeats} alternating runs per side")
-    print("| side | scheduler | steps | images/s (median) | peak RSS MB (median) |")
-    print("| --- | --- | ---: | ---: | ---: |")
+    print("| side | scheduler | steps | images per call | images/s (median) | peak RSS MB (median) |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
     labels = {"plain": "StableDiffusionPipeline defaults, one call per image", "avatar": "AvatarModel defaults",
               "plain_batched": "StableDiffusionPipeline defaults, all prompts in one call"}
     for side in runs:
         r = runs[side][0]
-        print(f"| {labels[side]} | {r['scheduler']} | {r['steps']} | {med[side]:.3f} | {rss[side]:.0f} |")
+        print(f"| {labels[side]} | {r['scheduler']} | {r['steps']} | {r['batch_size']} | {med[side]:.3f} | "
+              f"{rss[side]:.0f} |")
     print(f"speed-up (median of paired runs): {speedup:.2f}x; per repeat: "
           f"{', '.join(f'{x:.2f}x' for x in ratios)}; peak RSS avatar/plain: {rss['avatar'] / rss['plain']:.3f}")
     if "plain_batched" in runs:

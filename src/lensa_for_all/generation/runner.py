@@ -84,14 +84,12 @@ class LocalRunner:
     def auto_batch_size(self, width: int, height: int) -> int:
         """How many images one pipeline call renders by default.
 
-        CUDA: as many as half the free memory holds (at most 8). CPU: up to 4 small images (up to
-        256x256 px in total), where one call per image wastes time on tiny matrix products; full-size
-        images go one at a time. MPS: 1.
+        CUDA: as many as half the free memory holds (at most 8). CPU and MPS: 1, where batching
+        saves little at full size and costs memory (measured: 4 images of 128 px per call were 1.3x
+        faster on CPU but raised peak RSS; see benchmarks/README.md).
         """
         free = free_memory_bytes(self.device.device)
         if free is None:
-            if self.device.kind == "cpu":
-                return int(max(1, min(4, (256 * 256) // (width * height))))
             return 1
         bytes_per_elem = 2 if self.device.dtype.itemsize <= 2 else 4
         per_image = 0.35 * 1024**3 * bytes_per_elem * (width * height) / (512 * 512)
