@@ -41,3 +41,20 @@ def tar_folder(folder: Path, archive: Path, *, arcname: str = ".") -> Path:
         for p in sorted(folder.rglob("*")):
             tar.add(p, arcname=str(Path(arcname) / p.relative_to(folder)), recursive=False)
     return archive
+
+
+def make_subject_photos(folder: Path, n: int = 4, size: int = 72) -> Path:
+    """``n`` small photos of one 'subject' (a disc on a gradient), enough for a 2-step training run."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        ramp = np.linspace(0, 1, size)
+        base = np.stack([np.outer(np.ones(size), ramp) * 200 + 20 * i, np.outer(ramp, np.ones(size)) * 180,
+                         np.full((size, size), 90.0)], axis=2) + rng.normal(0, 8, (size, size, 3))
+        img = Image.fromarray(np.clip(base, 0, 255).astype("uint8"))
+        ImageDraw.Draw(img).ellipse((18, 18, 54, 54), fill=(220, 60 + 10 * i, 40))
+        img.save(folder / f"photo-{i:02d}.png")
+    return folder

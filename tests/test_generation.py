@@ -340,3 +340,23 @@ def test_mixed_settings_render_in_full_batches() -> None:
     batches = list(_batches(jobs, 2, lambda w, h: 99))
     assert [[j.seed for j in b] for b in batches] == [[0, 2], [1, 3], [4]]
     assert [[j.seed for j in b] for b in _batches(jobs, None, lambda w, h: 1)] == [[i] for i in range(5)]
+
+
+def test_loads_what_the_trainer_writes(tiny_sd: Path, tmp_path: Path) -> None:
+    """A LoRA trained by DreamBoothTrainer's loop (UNet + text encoder) loads and changes the images."""
+    from generation_helpers import make_subject_photos
+    from lensa_for_all.config import TrainingConfig
+    from lensa_for_all.training.loop import train
+
+    cfg = TrainingConfig.for_subject(
+        "person", "lora", base_model=str(tiny_sd), resolution=64, max_train_steps=2, num_class_images=2,
+        class_image_inference_steps=1, class_image_batch_size=2, lora_rank=4, mixed_precision="no",
+        with_prior_preservation=False, learning_rate=1e-2)
+    train(cfg, make_subject_photos(tmp_path / "photos"), tmp_path / "out", checkpoint_dir=tmp_path / "ck")
+    model = AvatarModel.load(tmp_path / "out")
+    assert model.is_lora and model.token == cfg.token and model.subject_class == "person"
+    (a,) = model.generate(model.prompt_generator(), 1, seed=3, num_inference_steps=2)
+    (off,) = model.generate([a.prompt], seed=3, num_inference_steps=2, lora_scale=0.0,
+                            negative_prompt=a.negative_prompt, guidance_scale=a.guidance_scale)
+    assert f"{cfg.token} person" in a.prompt
+    assert np.abs(_px(a.image) - _px(off.image)).max() > 0
