@@ -190,6 +190,8 @@ def test_bad_inputs_raise_clear_errors(model: AvatarModel, tmp_path: Path) -> No
         AvatarModel.load(tmp_path / "w")
     with pytest.raises(ModelNotFoundError, match="neither"):
         AvatarModel.load(tmp_path / "missing")
+    with pytest.raises(ModelNotFoundError, match="only models already in the Hugging Face cache"):
+        AvatarModel.load("nobody/not-a-cached-model")
     with pytest.raises(ConfigError, match="multiples of 8"):
         model.generate("ohwx person", width=60)
     with pytest.raises(ConfigError, match="PromptGenerator"):

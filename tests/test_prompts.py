@@ -214,6 +214,6 @@ def test_unreachable_hub_is_detected_quickly(monkeypatch: pytest.MonkeyPatch) ->
         port = s.getsockname()[1]
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
-    assert magic._offline() is True
+    assert magic.hub_unreachable() is True
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert magic._offline() is True
+    assert magic.hub_unreachable() is True

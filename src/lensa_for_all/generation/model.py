@@ -361,13 +361,25 @@ def _default_negative(subject_class: str) -> str:
 
 
 def _from_pretrained(source: str, *, revision: str | None, **kwargs: Any) -> Any:
+    """Load a pipeline; a Hub id is taken from the local cache first, and the Hub is asked only if it answers."""
     from diffusers import StableDiffusionPipeline
 
-    try:
+    from ..prompts.magic import hub_unreachable
+
+    def load(local_only: bool) -> Any:
         with warnings.catch_warnings():
             # newer diffusers renamed torch_dtype to dtype; the old name works on every supported version
             warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
-            pipe = StableDiffusionPipeline.from_pretrained(source, revision=revision, **kwargs)
+            return StableDiffusionPipeline.from_pretrained(source, revision=revision, local_files_only=local_only,
+                                                           **kwargs)
+
+    try:
+        try:
+            pipe = load(local_only=True)
+        except (OSError, ValueError):
+            if Path(source).exists() or hub_unreachable():
+                raise
+            pipe = load(local_only=False)
     except (OSError, ValueError) as exc:
         msg = str(exc)
         if "safetensors" in msg.lower() and kwargs.get("use_safetensors"):

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 from ..errors import MagicPromptUnavailable
 from .tokens import CLIP_MAX_TOKENS, TokenCounter, approximate_token_count, count_subject, split_fragments
 
-__all__ = ["DEFAULT_MAGIC_MODEL", "DEFAULT_BANNED_WORDS", "MagicPrompt", "clean_continuation"]
+__all__ = ["DEFAULT_MAGIC_MODEL", "DEFAULT_BANNED_WORDS", "MagicPrompt", "clean_continuation", "hub_unreachable"]
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def _banned_in(fragment: str, banned: Iterable[str]) -> bool:
     return any(re.search(rf"(?<![a-z]){re.escape(w)}(?![a-z])", low) for w in banned)
 
 
-def _offline() -> bool:
+def hub_unreachable() -> bool:
     """True when the Hub is switched off or does not answer within 3 s (saves minutes of retries)."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return True
@@ -158,7 +158,7 @@ class MagicPrompt:
         try:
             tokenizer, model = self._from_pretrained(local_files_only=True)
         except Exception as local_exc:  # not cached: download it, unless we know that cannot work
-            if Path(self.model_id).is_dir() or _offline():
+            if Path(self.model_id).is_dir() or hub_unreachable():
                 raise self._unavailable(local_exc) from local_exc
             try:
                 tokenizer, model = self._from_pretrained(local_files_only=False)
