@@ -217,3 +217,17 @@ def test_unreachable_hub_is_detected_quickly(monkeypatch: pytest.MonkeyPatch) ->
     assert magic.hub_unreachable() is True
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert magic.hub_unreachable() is True
+
+
+def test_groups_by_short_name_alias_and_spelling() -> None:
+    """The README's `styles=["fantasy", "headshot"]` works: aliases and loose spellings name groups."""
+    cat = StyleCatalogue.default()
+    headshots = {s.name for s in cat if s.group == "professional headshot"}
+    assert {s.name for s in cat.select(["headshot"])} == headshots
+    assert {s.name for s in cat.select(["Professional_Headshot"])} == headshots
+    assert {s.name for s in cat.select(["Sci Fi"])} == {s.name for s in cat if s.group == "sci-fi"}
+    both = {s.name for s in cat.select(["fantasy", "headshot"])}
+    assert both == headshots | {s.name for s in cat if s.group == "fantasy"}
+    with pytest.raises(ConfigError, match="point to groups"):
+        StyleCatalogue.from_dict({"styles": cat.to_dict()["styles"], "group_aliases": {"x": "no such group"}})
+    assert StyleCatalogue.from_dict(cat.to_dict()).group_aliases == cat.group_aliases

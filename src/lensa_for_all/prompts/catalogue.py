@@ -81,12 +81,19 @@ class Style:
         return self.person if kind == "person" else self.pet
 
 
+def _group_key(name: str) -> str:
+    """Group names match regardless of case, hyphens, underscores and spacing ("Sci_Fi" == "sci-fi")."""
+    return " ".join(name.lower().replace("-", " ").replace("_", " ").split())
+
+
 @attrs.frozen
 class StyleCatalogue:
     """An ordered, name-indexed set of :class:`Style` plus the base negative prompt per subject kind."""
 
     styles: tuple[Style, ...] = attrs.field(converter=lambda v: tuple(v))
     negative_base: Mapping[str, str] = attrs.field(factory=dict, converter=lambda d: dict(d or {}))
+    # Short names users type for a group ("headshot" -> "professional headshot").
+    group_aliases: Mapping[str, str] = attrs.field(factory=dict, converter=lambda d: dict(d or {}))
 
     def __attrs_post_init__(self) -> None:
         names = [s.name for s in self.styles]
@@ -95,6 +102,10 @@ class StyleCatalogue:
             raise ConfigError(f"Duplicate style names in the catalogue: {dupes}.")
         if not self.styles:
             raise ConfigError("A style catalogue needs at least one style.")
+        groups = {_group_key(g) for g in self.groups()}
+        unknown = sorted(a for a, g in self.group_aliases.items() if _group_key(g) not in groups)
+        if unknown:
+            raise ConfigError(f"Group aliases {unknown} point to groups the catalogue does not have.")
 
     # -- loading -----------------------------------------------------------------------------------
     @classmethod
@@ -128,13 +139,14 @@ class StyleCatalogue:
                 raise ConfigError(f"{source}: style #{i} ({entry.get('name', '?')}) lacks {sorted(missing)}.")
             styles.append(Style(**{k: entry[k] for k in ("name", "group", "person", "pet", "negative", "settings")
                                    if k in entry}))
-        return cls(styles, data.get("negative_base", {}))
+        return cls(styles, data.get("negative_base", {}), data.get("group_aliases", {}))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": 1,
             "negative_base": dict(self.negative_base),
             "groups": self.groups(),
+            "group_aliases": dict(self.group_aliases),
             "styles": [attrs.asdict(s) for s in self.styles],
         }
 
@@ -142,7 +154,8 @@ class StyleCatalogue:
         """This catalogue with ``other``'s styles added; a style of the same name is replaced."""
         by_name = {s.name: s for s in self.styles}
         by_name.update({s.name: s for s in other.styles})
-        return StyleCatalogue(tuple(by_name.values()), {**self.negative_base, **other.negative_base})
+        return StyleCatalogue(tuple(by_name.values()), {**self.negative_base, **other.negative_base},
+                              {**self.group_aliases, **other.group_aliases})
 
     # -- queries -----------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Style]:
@@ -175,14 +188,15 @@ class StyleCatalogue:
         wanted = [n.strip() for n in names if n.strip()]
         if not wanted:
             return list(self.styles)
-        groups = {g.lower(): g for g in self.groups()}
+        groups = {_group_key(g): g for g in self.groups()}
+        groups.update({_group_key(a): groups[_group_key(g)] for a, g in self.group_aliases.items()})
         chosen: dict[str, Style] = {}
         for n in wanted:
             if n in self:
                 chosen.setdefault(n, self[n])
-            elif n.lower() in groups:
+            elif _group_key(n) in groups:
                 for s in self.styles:
-                    if s.group == groups[n.lower()]:
+                    if s.group == groups[_group_key(n)]:
                         chosen.setdefault(s.name, s)
             else:
                 raise ConfigError(
