@@ -373,3 +373,24 @@ def test_checkpoints_of_another_run_are_refused(tiny_sd: Path, photos: Path, tmp
     # a longer run of the same kind resumes; resume_from=None starts over
     assert train(cfg.replace(max_train_steps=4), photos, tmp_path / "out")["resumed_from"].endswith("000002")
     assert train(cfg.replace(token="sks", resume_from=None), photos, tmp_path / "out")["resumed_from"] is None
+
+
+def test_lora_adapter_uses_configured_dropout_and_gaussian_init(tiny_sd: Path) -> None:
+    """The LoRA settings reach peft: dropout as configured, down-projections gaussian, up-projections zero."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from lensa_for_all.training.lora import add_lora
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_pretrained(tiny_sd, subfolder="unet")
+    add_lora(unet, rank=4, alpha=4, dropout=0.25, target_modules=("to_q", "to_v"))
+    layers = [m for name, m in unet.named_modules() if name.endswith(("to_q", "to_v")) and hasattr(m, "lora_A")]
+    assert layers
+    for layer in layers:
+        drop = layer.lora_dropout["default"]
+        assert isinstance(drop, torch.nn.Dropout) and drop.p == 0.25
+        assert bool((layer.lora_B["default"].weight == 0).all())
+        a = layer.lora_A["default"].weight
+        # gaussian init: std 1/rank, not kaiming-uniform's bounded values
+        assert abs(float(a.std()) - 1 / 4) < 0.1

@@ -23,8 +23,13 @@ def add_lora(model: Any, *, rank: int, alpha: float, dropout: float, target_modu
     from peft import LoraConfig, inject_adapter_in_model
 
     model.requires_grad_(False)
-    config = LoraConfig(r=rank, lora_alpha=alpha,  # type: ignore[arg-type]  # peft accepts floats lora_dropout=dropout, init_lora_weights="gaussian",
-                        target_modules=list(target_modules))
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,  # type: ignore[arg-type]  # peft accepts floats
+        lora_dropout=dropout,
+        init_lora_weights="gaussian",
+        target_modules=list(target_modules),
+    )
     if hasattr(model, "set_adapters"):  # diffusers models: keeps their adapter bookkeeping
         model.add_adapter(config)
     else:  # transformers' own add_adapter insists on a newer peft than diffusers needs
