@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from archive_helpers import HOSTILE_KINDS, hostile_member, tar_bytes
 from lensa_for_all.archives import safe_extract
 from lensa_for_all.atomic import atomic_path, write_json_atomic
 from lensa_for_all.errors import LensaError, UnsafeArchiveError
@@ -74,13 +74,7 @@ def test_atomic_path_leaves_nothing_on_error(tmp_path: Path) -> None:
 
 
 def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-            else:
-                tar.addfile(info)
+    path.write_bytes(tar_bytes(members))
     return path
 
 
@@ -90,32 +84,15 @@ def test_safe_extract_extracts_files(tmp_path: Path) -> None:
     assert (out / "model/unet/w.safetensors").read_bytes() == b"abc"
 
 
-@pytest.mark.parametrize(
-    ("kind", "match"),
-    [("abs", "absolute"), ("dotdot", r"'\.\.'"), ("sym", "link"), ("hard", "link"), ("dev", "device"),
-     ("big", "more than")],
-)
+@pytest.mark.parametrize(("kind", "match"), HOSTILE_KINDS)
 def test_safe_extract_refuses_hostile_archives(tmp_path: Path, kind: str, match: str) -> None:
-    info = tarfile.TarInfo("x")
-    data: bytes | None = b"data"
-    if kind == "abs":
-        info.name = "/etc/evil"
-    elif kind == "dotdot":
-        info.name = "model/../../evil"
-    elif kind == "sym":
-        info.type, info.linkname, data = tarfile.SYMTYPE, "/etc/passwd", None
-    elif kind == "hard":
-        info.type, info.linkname, data = tarfile.LNKTYPE, "/etc/passwd", None
-    elif kind == "dev":
-        info.type, data = tarfile.CHRTYPE, None
-    elif kind == "big":
-        data = b"x" * 2048
+    info, data = hostile_member(kind)
     arc = _tar(tmp_path / "bad.tar.gz", [(tarfile.TarInfo("good.txt"), b"fine"), (info, data)])
     with pytest.raises(UnsafeArchiveError, match=match):
         safe_extract(arc, tmp_path / "x", max_bytes=1024)
     assert not (tmp_path / "x").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["bad.tar.gz"]
-    assert not Path("/etc/evil").exists() or kind != "abs"
+    assert not Path("/tmp/lensa-evil").exists()
 
 
 def test_tiny_sd_loads_and_generates(tiny_sd: Path) -> None:

@@ -7,7 +7,6 @@ entry script; tests/test_sagemaker_container.py plays it with the real packaged 
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import logging
 import tarfile
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from archive_helpers import HOSTILE_KINDS, hostile_member, tar_bytes
 from lensa_for_all.backends.base import TrainingProgress
 from lensa_for_all.backends.job_player import write_job_log
 from lensa_for_all.backends.pricing import INSTANCE_TYPES, actual_cost, estimate_cost
@@ -454,18 +454,8 @@ def _job_with_artifact(backend: SageMakerBackend, tar_bytes: bytes) -> str:
     return name
 
 
-def _tar_bytes(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buf.getvalue()
-
-
 def test_attach_downloads_and_extracts_a_finished_job(backend: SageMakerBackend, tmp_path: Path) -> None:
-    name = _job_with_artifact(backend, _tar_bytes([(tarfile.TarInfo("unet/w.safetensors"), b"weights"),
+    name = _job_with_artifact(backend, tar_bytes([(tarfile.TarInfo("unet/w.safetensors"), b"weights"),
                                                    (tarfile.TarInfo("code/inference.py"), b"# handler")]))
     result = backend.attach(name, tmp_path / "model")
     assert result.output_dir is not None
@@ -476,25 +466,11 @@ def test_attach_downloads_and_extracts_a_finished_job(backend: SageMakerBackend,
     assert not (tmp_path / "other").exists()
 
 
-@pytest.mark.parametrize(("kind", "match"), [("abs", "absolute"), ("dotdot", r"'\.\.'"), ("sym", "link"),
-                                             ("hard", "link"), ("dev", "device"), ("big", "more than")])
+@pytest.mark.parametrize(("kind", "match"), HOSTILE_KINDS)
 def test_hostile_model_tarball_is_refused(aws_env: str, tmp_path: Path, kind: str, match: str) -> None:
     backend = SageMakerBackend(role=ROLE, region="us-east-1", show_progress=False, max_artifact_bytes=1024)
-    info = tarfile.TarInfo("x")
-    data: bytes | None = b"data"
-    if kind == "abs":
-        info.name = "/tmp/lensa-evil"
-    elif kind == "dotdot":
-        info.name = "unet/../../evil"
-    elif kind == "sym":
-        info.type, info.linkname, data = tarfile.SYMTYPE, "/etc/passwd", None
-    elif kind == "hard":
-        info.type, info.linkname, data = tarfile.LNKTYPE, "/etc/passwd", None
-    elif kind == "dev":
-        info.type, data = tarfile.CHRTYPE, None
-    elif kind == "big":
-        data = b"x" * 4096
-    name = _job_with_artifact(backend, _tar_bytes([(tarfile.TarInfo("ok.txt"), b"fine"), (info, data)]))
+    info, data = hostile_member(kind, big=4096)
+    name = _job_with_artifact(backend, tar_bytes([(tarfile.TarInfo("ok.txt"), b"fine"), (info, data)]))
     with pytest.raises(UnsafeArchiveError, match=match):
         backend.attach(name, tmp_path / "model")
     assert not (tmp_path / "model").exists()
