@@ -11,7 +11,7 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Tiny models are latency-bound: one thread is faster than two fighting over a shared 2-core machine.
 # Subprocesses (LocalBackend, the played SageMaker container) inherit it.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["DISABLE_TQDM"] = os.environ.get("DISABLE_TQDM", "")
 
 import socket  # noqa: E402

@@ -26,7 +26,6 @@ num_inference_steps = 2
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     for name in ("LENSA_CONFIG", "LENSA_OUT", "LENSA_BACKEND", "LENSA_RUN_DIR", "LENSA_NUM_IMAGES"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-user-config"))

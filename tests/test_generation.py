@@ -20,17 +20,6 @@ from lensa_for_all.prompts import Prompt
 STEPS = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Any:
-    """Tiny models run 10-100x faster on one thread than on two contended ones; restored afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _px(image: Any) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.int16)
 

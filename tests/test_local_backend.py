@@ -17,12 +17,6 @@ from lensa_for_all.training.entry import ContainerPaths, read_hyperparameters
 from training_helpers import make_subject_photos, tiny_config
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Subprocesses inherit this: tiny models thrash with several threads on a shared 2-core machine."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_subject_photos(tmp_path_factory.mktemp("photos") / "subject")

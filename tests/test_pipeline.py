@@ -25,11 +25,6 @@ from pipeline_helpers import (
 GEN = {"num_inference_steps": 2}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the training subprocess: tiny models thrash with more
-
-
 @pytest.fixture
 def photos(tmp_path: Path) -> Path:
     return copy_sample_photos(tmp_path / "me", n=4)

@@ -17,17 +17,6 @@ from lensa_for_all.prompts.magic import clean_continuation
 from lensa_for_all.prompts.tokens import count_subject, fit_prompt, token_counter_for
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Any:
-    """Tiny models run 10-100x faster on one thread than on two contended ones; restored afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def clip_count(tiny_sd: Path) -> Any:
     return token_counter_for(tiny_sd)

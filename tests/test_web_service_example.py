@@ -41,11 +41,6 @@ offline = _load_example()
 web = offline.app
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the played container: tiny models thrash with more threads
-
-
 @pytest.fixture
 def client_for(tmp_path: Path, tiny_sd: Path) -> Iterator[Callable[..., Any]]:
     from fastapi.testclient import TestClient
