@@ -18,12 +18,14 @@ from typing import Any, ClassVar
 import attrs
 
 from .errors import ConfigError
+from .subjects import classes_of_kind, kind_of, resolve_subject
 
 __all__ = ["TrainingConfig", "PEOPLE_CLASSES", "PET_CLASSES", "DEFAULT_BASE_MODEL"]
 
 DEFAULT_BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-PEOPLE_CLASSES = frozenset({"person", "man", "woman", "boy", "girl", "child", "baby", "people"})
-PET_CLASSES = frozenset({"dog", "cat", "pet", "puppy", "kitten", "animal", "rabbit", "bird", "horse"})
+# Kept for compatibility; the table lives in lensa_for_all.subjects.
+PEOPLE_CLASSES = classes_of_kind("person")
+PET_CLASSES = classes_of_kind("pet")
 
 METHODS = ("lora", "full")
 MIXED_PRECISION = ("no", "fp16", "bf16", "auto")
@@ -219,25 +221,30 @@ class TrainingConfig:
         return max(self.min_auto_steps, min(self.max_auto_steps, self.steps_per_photo * max(num_photos, 1)))
 
     @staticmethod
-    def subject_kind(subject_class: str) -> str:
-        """``"people"``, ``"pets"`` or ``"objects"``: which preset family a class belongs to."""
-        key = subject_class.strip().lower()
-        if key in PEOPLE_CLASSES:
-            return "people"
-        if key in PET_CLASSES:
-            return "pets"
-        return "objects"
+    def subject_kind(subject_class: str, declared: str | None = None) -> str:
+        """``"people"``, ``"pets"`` or ``"objects"``: which preset family a class belongs to.
+
+        Lenient (an unlisted class is an object unless ``declared`` says otherwise); :meth:`for_subject`
+        refuses unlisted classes without a declared kind.
+        """
+        return {"person": "people", "pet": "pets", "object": "objects"}[kind_of(subject_class, declared)]
 
     # ---- presets ----------------------------------------------------------------------------------
 
     @classmethod
-    def for_subject(cls, subject_class: str, method: str = "lora", **overrides: Any) -> TrainingConfig:
+    def for_subject(cls, subject_class: str, method: str = "lora", *, subject_kind: str | None = None,
+                    **overrides: Any) -> TrainingConfig:
         """Presets that work: people get prior preservation and a trained text encoder, pets and objects
         a short run without class images. ``overrides`` replace any field.
+
+        ``subject_class`` must be in the subject table (:mod:`lensa_for_all.subjects`; an alias such as
+        ``"people"`` becomes ``"person"``) unless ``subject_kind`` (``"person"``, ``"pet"`` or ``"object"``)
+        says which preset an unlisted class gets; a :class:`~lensa_for_all.errors.UsageError` otherwise.
         """
         _check(method in METHODS, "method", f"must be one of {METHODS}, got {method!r}")
-        kind = cls.subject_kind(subject_class)
-        preset: dict[str, Any] = {"subject_class": subject_class, "method": method}
+        subject = resolve_subject(subject_class, subject_kind)
+        kind = subject.preset
+        preset: dict[str, Any] = {"subject_class": subject.name, "method": method}
         if kind == "people":
             preset.update(with_prior_preservation=True, num_class_images=200, train_text_encoder=True,
                           steps_per_photo=100, prior_loss_weight=1.0)

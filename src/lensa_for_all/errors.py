@@ -11,6 +11,7 @@ __all__ = [
     "PhotoSetError",
     "TooFewPhotosError",
     "ConfigError",
+    "UsageError",
     "ModelNotFoundError",
     "TrainingError",
     "OutOfMemoryError",
@@ -45,6 +46,13 @@ class TooFewPhotosError(PhotoSetError):
 
 class ConfigError(LensaError, ValueError):
     """A setting is invalid; the message names the field and why."""
+
+
+class UsageError(ConfigError):
+    """A value names something that does not exist (a class, a style) or a required setting is missing.
+
+    The command line exits with code 2 for it, as for any bad argument.
+    """
 
 
 class ModelNotFoundError(LensaError):

@@ -20,6 +20,7 @@ import attrs
 
 from ..atomic import atomic_path, write_json_atomic
 from ..errors import PhotoSetError, TooFewPhotosError
+from ..subjects import classes_of_kind, kind_of
 from .faces import Box, detect_faces, face_crop, saliency_crop
 from .quality import BLUR_THRESHOLD, NEAR_DUPLICATE_DISTANCE, hamming, perceptual_hash, sharpness
 from .reading import DEFAULT_MAX_PIXELS, OpenedPhoto, UnreadablePhoto, open_photo
@@ -29,8 +30,10 @@ __all__ = ["PERSON_CLASSES", "Photo", "PhotoSet", "Rejection"]
 
 log = logging.getLogger(__name__)
 
-PERSON_CLASSES = frozenset({"person", "man", "woman", "boy", "girl", "child", "baby"})
-"""Subject classes that get face detection and a face-centred crop; others get a saliency crop."""
+PERSON_CLASSES = classes_of_kind("person")
+"""Subject classes that get face detection and a face-centred crop; others get a saliency crop.
+
+The table is :mod:`lensa_for_all.subjects`; ``subject_kind="person"`` gives an unlisted class the same check."""
 
 ANALYSIS_SIDE = 512
 """Short side the photo is decoded at for the check (faces, sharpness, hash): enough, and cheap."""
@@ -90,11 +93,13 @@ class PhotoSet:
     """
 
     def __init__(self, photos: Sequence[Photo], rejected: Sequence[Rejection], *, subject_class: str,
-                 min_photos: int, skipped: Sequence[Path] = (), root: Path | None = None) -> None:
+                 min_photos: int, skipped: Sequence[Path] = (), root: Path | None = None,
+                 subject_kind: str | None = None) -> None:
         self.photos: list[Photo] = list(photos)
         self.rejected: list[Rejection] = list(rejected)
         self.skipped: list[Path] = list(skipped)
         self.subject_class = subject_class
+        self.subject_kind = kind_of(subject_class, subject_kind)
         self.min_photos = min_photos
         self.root = root
 
@@ -110,12 +115,14 @@ class PhotoSet:
     @classmethod
     def from_folder(cls, path: str | os.PathLike[str], subject_class: str = "person", min_photos: int = 4,
                     min_side: int = 256, max_aspect: float = 3.0, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                    near_duplicate_distance: int = NEAR_DUPLICATE_DISTANCE) -> PhotoSet:
+                    near_duplicate_distance: int = NEAR_DUPLICATE_DISTANCE,
+                    subject_kind: str | None = None) -> PhotoSet:
         """Check every file directly in ``path`` (sub-folders and OS junk are skipped).
 
         Raises :class:`~lensa_for_all.errors.TooFewPhotosError` (a ``PhotoSetError``) when fewer than
         ``min_photos`` are usable; its message and ``report`` say why each file was rejected.
-        Symbolic links that point outside the folder are rejected.
+        Symbolic links that point outside the folder are rejected. Faces are looked for when the class
+        is a person (:mod:`lensa_for_all.subjects`) or ``subject_kind="person"``.
         """
         root = Path(path)
         if not root.is_dir():
@@ -125,28 +132,35 @@ class PhotoSet:
             entries = sorted(root.iterdir(), key=lambda p: p.name)
         except OSError as exc:
             raise PhotoSetError(f"Cannot list {root} ({exc.strerror}); check its permissions.") from exc
+        if not any(not _is_junk(p) and (p.is_file() or p.is_symlink()) for p in entries):
+            raise PhotoSetError(f"No files in {root}: put 4-20 photos of the subject directly in that folder "
+                                "(sub-folders are not read).")
         return cls._check(entries, root=root, subject_class=subject_class, min_photos=min_photos,
                           min_side=min_side, max_aspect=max_aspect, max_pixels=max_pixels,
-                          near_duplicate_distance=near_duplicate_distance)
+                          near_duplicate_distance=near_duplicate_distance, subject_kind=subject_kind)
 
     @classmethod
     def from_files(cls, files: Iterable[str | os.PathLike[str]], subject_class: str = "person",
                    min_photos: int = 4, min_side: int = 256, max_aspect: float = 3.0, *,
                    max_pixels: int = DEFAULT_MAX_PIXELS,
-                   near_duplicate_distance: int = NEAR_DUPLICATE_DISTANCE) -> PhotoSet:
+                   near_duplicate_distance: int = NEAR_DUPLICATE_DISTANCE,
+                   subject_kind: str | None = None) -> PhotoSet:
         """Check the given files (in the given order; the first of two duplicates is kept)."""
         return cls._check([Path(f) for f in files], root=None, subject_class=subject_class,
                           min_photos=min_photos, min_side=min_side, max_aspect=max_aspect,
-                          max_pixels=max_pixels, near_duplicate_distance=near_duplicate_distance)
+                          max_pixels=max_pixels, near_duplicate_distance=near_duplicate_distance,
+                          subject_kind=subject_kind)
 
     @classmethod
     def _check(cls, entries: Sequence[Path], *, root: Path | None, subject_class: str, min_photos: int,
-               min_side: int, max_aspect: float, max_pixels: int, near_duplicate_distance: int) -> PhotoSet:
+               min_side: int, max_aspect: float, max_pixels: int, near_duplicate_distance: int,
+               subject_kind: str | None = None) -> PhotoSet:
         if min_photos < 1:
             raise PhotoSetError(f"min_photos must be at least 1, got {min_photos}.")
         if min_side < 1 or max_aspect < 1:
             raise PhotoSetError("min_side must be positive and max_aspect at least 1 (a square).")
         subject_class = subject_class.strip().lower() or "person"
+        find_faces = kind_of(subject_class, subject_kind) == "person"
         real_root = root.resolve() if root is not None else None
         photos: list[Photo] = []
         rejected: list[Rejection] = []
@@ -175,7 +189,7 @@ class PhotoSet:
             if not path.is_file():
                 skipped.append(path)  # FIFOs, sockets, devices: never open them
                 continue
-            outcome = _inspect(path, subject_class=subject_class, min_side=min_side, max_aspect=max_aspect,
+            outcome = _inspect(path, find_faces=find_faces, min_side=min_side, max_aspect=max_aspect,
                                max_pixels=max_pixels, seen=by_hash)
             (photos if isinstance(outcome, Photo) else rejected).append(outcome)  # type: ignore[arg-type]
         photos, near = _drop_near_duplicates(photos, near_duplicate_distance)
@@ -183,7 +197,7 @@ class PhotoSet:
         order = {p: i for i, p in enumerate(entries)}
         rejected.sort(key=lambda r: order.get(r.path, 0))
         photoset = cls(photos, rejected, subject_class=subject_class, min_photos=min_photos, skipped=skipped,
-                       root=root)
+                       root=root, subject_kind=subject_kind)
         if len(photos) < min_photos:
             where = f" in {root}" if root is not None else ""
             lines = [f"Only {len(photos)} usable photo{'s' if len(photos) != 1 else ''}{where}; at least "
@@ -198,7 +212,7 @@ class PhotoSet:
 
     @property
     def is_person(self) -> bool:
-        return self.subject_class in PERSON_CLASSES
+        return self.subject_kind == "person"
 
     def warnings(self) -> list[str]:
         """Set-level warnings (per-photo ones are on each :class:`Photo`)."""
@@ -301,7 +315,7 @@ class PhotoSet:
 # ---------------------------------------------------------------------- per-photo work
 
 
-def _inspect(path: Path, *, subject_class: str, min_side: int, max_aspect: float, max_pixels: int,
+def _inspect(path: Path, *, find_faces: bool, min_side: int, max_aspect: float, max_pixels: int,
              seen: dict[str, Path]) -> Photo | Rejection:
     """Check one file; decode it (small) only if its header passes every cheap test."""
     try:
@@ -321,7 +335,7 @@ def _inspect(path: Path, *, subject_class: str, min_side: int, max_aspect: float
             first = seen[opened.sha256]
             return Rejection(path, f"An exact copy of {first.name}; one copy is kept.", "duplicate", first)
         try:
-            photo = _analyse(path, opened, subject_class)
+            photo = _analyse(path, opened, find_faces)
         except UnreadablePhoto as exc:
             return Rejection(path, exc.reason, exc.code)
         seen[opened.sha256] = path
@@ -330,7 +344,7 @@ def _inspect(path: Path, *, subject_class: str, min_side: int, max_aspect: float
         opened.close()
 
 
-def _analyse(path: Path, opened: OpenedPhoto, subject_class: str) -> Photo:
+def _analyse(path: Path, opened: OpenedPhoto, find_faces: bool) -> Photo:
     import numpy as np
 
     w, h = opened.size
@@ -347,7 +361,7 @@ def _analyse(path: Path, opened: OpenedPhoto, subject_class: str) -> Photo:
         warnings.append(f"Looks blurry (sharpness {sharp:.0f}, under {BLUR_THRESHOLD:.0f}); use a sharper photo.")
     faces: int | None = None
     face_box: Box | None = None
-    if subject_class in PERSON_CLASSES:
+    if find_faces:
         found = detect_faces(gray)
         faces = len(found)
         if found:

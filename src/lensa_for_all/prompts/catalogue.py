@@ -17,24 +17,25 @@ from typing import Any, Literal
 import attrs
 
 from ..errors import ConfigError
+from ..subjects import classes_of_kind, kind_of
 
 __all__ = ["SUBJECT_PLACEHOLDER", "SubjectKind", "Style", "StyleCatalogue", "subject_kind_for", "PET_CLASSES"]
 
 SUBJECT_PLACEHOLDER = "{subject}"
 SubjectKind = Literal["person", "pet"]
 
-# Classes that get the pet templates; everything else is treated as a person.
-PET_CLASSES = frozenset({
-    "pet", "dog", "puppy", "cat", "kitten", "animal", "rabbit", "bunny", "hamster", "guinea pig", "bird",
-    "parrot", "horse", "pony", "ferret", "fox", "lizard", "turtle", "pig", "goat", "cow", "sheep",
-})
+# Kept for compatibility; the table lives in lensa_for_all.subjects.
+PET_CLASSES = classes_of_kind("pet")
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 
 
-def subject_kind_for(subject_class: str) -> SubjectKind:
-    """``"pet"`` for animal classes (dog, cat, ...), ``"person"`` otherwise."""
-    return "pet" if subject_class.strip().lower() in PET_CLASSES else "person"
+def subject_kind_for(subject_class: str, declared: str | None = None) -> SubjectKind:
+    """Which templates a class gets: ``"person"`` for people, ``"pet"`` (the non-human ones) for pets and objects.
+
+    The kind comes from :mod:`lensa_for_all.subjects` (``declared`` for a class not in its table).
+    """
+    return "person" if kind_of(subject_class, declared) == "person" else "pet"
 
 
 def _check_template(style: Style, attribute: attrs.Attribute[str], value: str) -> None:

@@ -57,7 +57,7 @@ class PromptGenerator:
         token: str = "ohwx",
         subject_class: str = "person",
         *,
-        subject_kind: SubjectKind | None = None,
+        subject_kind: str | None = None,
         catalogue: StyleCatalogue | str | os.PathLike[str] | None = None,
         extra_catalogue: StyleCatalogue | str | os.PathLike[str] | None = None,
         tokenizer: Any = None,
@@ -73,9 +73,11 @@ class PromptGenerator:
             raise ConfigError(f"magic must be True, False or 'auto', not {magic!r}.")
         self.token = token.strip()
         self.subject_class = subject_class.strip()
-        self.subject_kind: SubjectKind = subject_kind or subject_kind_for(self.subject_class)
-        if self.subject_kind not in ("person", "pet"):
-            raise ConfigError(f"subject_kind must be 'person' or 'pet', not {self.subject_kind!r}.")
+        if subject_kind not in (None, "person", "pet", "object"):
+            raise ConfigError(f"subject_kind must be 'person', 'pet' or 'object', not {subject_kind!r}.")
+        # objects get the non-human ("pet") templates; the kind table is lensa_for_all.subjects
+        self.subject_kind: SubjectKind = (subject_kind_for(self.subject_class) if subject_kind is None
+                                          else "person" if subject_kind == "person" else "pet")
         cat = _as_catalogue(catalogue) if catalogue is not None else StyleCatalogue.default()
         if extra_catalogue is not None:
             cat = cat.merged(_as_catalogue(extra_catalogue))
