@@ -138,6 +138,11 @@ def _save_full_pipeline(output_dir: Path, config: TrainingConfig, unet: Any, tex
     pipe.save_pretrained(output_dir, safe_serialization=True)  # type: ignore[attr-defined]
 
 
+def checkpoint_name(token: str) -> str:
+    """The single-file (original SD layout) checkpoint a full fine-tune writes beside its diffusers folders."""
+    return f"{token}_checkpoint.safetensors"
+
+
 def write_artifacts(output_dir: Path, config: TrainingConfig, unet: Any, text_encoder: Any | None, *,
                     metrics: dict[str, Any], losses: Sequence[float], prediction_type: str) -> dict[str, Any]:
     """Write everything; return the manifest."""
@@ -154,11 +159,17 @@ def write_artifacts(output_dir: Path, config: TrainingConfig, unet: Any, text_en
         if text_encoder is not None:
             text_encoder = text_encoder.to(torch.float32)
         _save_full_pipeline(output_dir, config, unet, text_encoder)
+        from .single_file import write_single_file
+
+        # The one-file checkpoint A1111's model dropdown and ComfyUI's CheckpointLoaderSimple load.
+        write_single_file(output_dir, output_dir / checkpoint_name(config.token), title=f"{config.token} "
+                          f"{config.subject_class} (lensa-for-all)")
     config.to_json(output_dir / CONFIG_NAME)
     write_json_atomic(output_dir / METRICS_NAME, {**metrics, "losses": list(losses)})
     files = [str(p.relative_to(output_dir)) for p in output_dir.rglob("*") if p.is_file()
              and p.name not in (MANIFEST_NAME, "README.md")]
     manifest = build_manifest(config, metrics, prediction_type=prediction_type, files=files)
+    manifest["checkpoint_weights"] = checkpoint_name(config.token) if config.method == "full" else None
     write_text_atomic(output_dir / "README.md", model_card(config, manifest))
     write_json_atomic(output_dir / MANIFEST_NAME, manifest)
     return manifest
