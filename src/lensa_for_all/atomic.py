@@ -13,7 +13,32 @@ from typing import Any
 
 from .errors import DiskFullError
 
-__all__ = ["atomic_path", "write_bytes_atomic", "write_text_atomic", "write_json_atomic"]
+__all__ = ["atomic_path", "write_bytes_atomic", "write_text_atomic", "write_json_atomic", "umask_mode", "fsync_dir"]
+
+
+def umask_mode(base: int = 0o666) -> int:
+    """``base`` less the process umask: the mode ``open()`` would give a new file (0644 under umask 022).
+
+    ``mkstemp`` creates files 0600 whatever the umask; atomic writes reset the mode to this so an
+    avatar or a model written through a temporary file is as readable as one written directly.
+    """
+    current = os.umask(0)
+    os.umask(current)
+    return base & ~current
+
+
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
+    """Flush a folder's entries (a rename into it) to disk; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -32,6 +57,8 @@ def atomic_path(dest: str | os.PathLike[str], *, suffix: str | None = None) -> I
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():
+            os.chmod(tmp, umask_mode())
         os.replace(tmp, dest)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -36,6 +36,7 @@ from .errors import (
     TrainingError,
     TrainingJobFailed,
 )
+from .redaction import options_for_state, options_from_state
 from .run_progress import RichRunProgress, RunProgress, SilentProgress
 from .run_state import RunState, files_fingerprint, fingerprint
 
@@ -225,11 +226,16 @@ class Pipeline:
         if backend is None and backend_name not in ("local", "sagemaker"):
             raise RunStateError(f"The run used a custom backend ({backend_name!r}); pass it: "
                                 "Pipeline.resume(run_dir, backend=...)")
+        sagemaker_options, secrets_given = options_from_state(run.get("sagemaker") or {})
         listed = run.get("prompts")
         prompts = [_prompt_from_dict(p) if isinstance(p, dict) else str(p) for p in listed] if listed else None
         pipeline = cls(photos if isinstance(photos, str) else list(photos), trainer=DreamBoothTrainer(config),
                        backend=chosen, prompts=prompts, run_dir=run_dir, subject_class=config.subject_class,
-                       min_photos=int(run.get("min_photos", 4)), sagemaker=run.get("sagemaker"), progress=progress)
+                       min_photos=int(run.get("min_photos", 4)), sagemaker=sagemaker_options, progress=progress)
+        if secrets_given:
+            pipeline.progress.message(
+                f"The run was given secret setting(s) {', '.join(secrets_given)}, which are never stored in the run "
+                "folder; set them again (HF_TOKEN in the environment for hf_token) if training still needs them.")
         if prompts is None and run.get("prompts_fingerprint") not in (None, "catalogue"):
             # the run used a PromptGenerator object; its prompts are in the generate stage's progress
             pipeline._recorded_prompts = run["prompts_fingerprint"]
@@ -375,7 +381,7 @@ class Pipeline:
             prompts = [p.to_dict() if hasattr(p, "to_dict") else str(p) for p in self.prompts]
         return {"photos": photos, "subject_class": self.subject_class, "min_photos": self.min_photos,
                 "config": self.config.to_dict(), "backend": self.backend_name,
-                "sagemaker": self.sagemaker_options or None, "prompts": prompts,
+                "sagemaker": options_for_state(self.sagemaker_options) or None, "prompts": prompts,
                 "prompts_fingerprint": self._prompt_fingerprint()}
 
     # -- stage 1: photos ---------------------------------------------------------------------------

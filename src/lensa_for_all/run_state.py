@@ -47,6 +47,31 @@ def files_fingerprint(paths: Iterable[Path]) -> list[tuple[str, str]]:
     return sorted((p.name, _sha256_file(p)) for p in paths)
 
 
+_STAGE_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "status": str, "fingerprint": str, "progress": dict, "outputs": dict, "duration_s": (int, float),
+}
+
+
+def _shape_problem(data: Mapping[str, Any]) -> str | None:
+    """What is wrong with a parsed state file's layout (``None`` if nothing): valid JSON can still be junk."""
+    if not isinstance(data.get("run", {}), dict):
+        return "'run' is not an object"
+    for name, record in data["stages"].items():
+        if not isinstance(record, dict):
+            return f"stage {name!r} is not an object"
+        for key, kind in _STAGE_FIELD_TYPES.items():
+            if key in record and record[key] is not None and not isinstance(record[key], kind):
+                return f"stage {name!r} has a malformed {key!r}"
+        outputs = record.get("outputs") or {}
+        for key in ("files", "checks"):
+            if key in outputs and not isinstance(outputs[key], (list, dict)):
+                return f"stage {name!r} has malformed outputs.{key}"
+        files = (record.get("progress") or {}).get("files")
+        if files is not None and not (isinstance(files, dict) and all(isinstance(v, str) for v in files.values())):
+            return f"stage {name!r} has a malformed progress.files"
+    return None
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -90,6 +115,10 @@ class RunState:
         if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("stages"), dict):
             raise RunStateError(f"{path} was not written by this version of lensa-for-all; move it away to start "
                                 "the run over.")
+        problem = _shape_problem(data)
+        if problem:
+            raise RunStateError(f"{path} is damaged: {problem}. Move it away to start the run over; finished "
+                                "stages will then run again.")
         return cls(run_dir, data)
 
     def save(self) -> None:

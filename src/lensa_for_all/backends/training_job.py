@@ -27,7 +27,8 @@ __all__ = [
 LIBRARY_TAG = "lensa-for-all"  # tag key on every resource we create; value: the library version
 ENTRY_SCRIPT = "lensa_sagemaker_entry.py"  # our launcher, added to the source dir (see container_launcher.py)
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
-SECRET_ENV_PATTERN = re.compile(r"TOKEN|SECRET|PASSWORD|KEY", re.IGNORECASE)
+SECRET_ENV_PATTERN = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL", re.IGNORECASE)
+"""A quick test for secret-looking names; :func:`lensa_for_all.redaction.is_secret_name` is the full one."""
 _NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 
@@ -160,8 +161,9 @@ class TrainingJobSpec:
     def redacted(self) -> dict[str, Any]:
         """:meth:`to_request` with secret-looking environment values replaced: safe to log or print."""
         request = self.to_request()
-        request["Environment"] = {k: ("***" if SECRET_ENV_PATTERN.search(k) else v)
-                                  for k, v in request["Environment"].items()}
+        from ..redaction import mask_secrets
+
+        request["Environment"] = mask_secrets(request["Environment"])
         return request
 
     def __repr__(self) -> str:  # never show environment values (a Hugging Face token may be there)

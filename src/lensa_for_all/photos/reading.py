@@ -112,8 +112,12 @@ def sniff(head: bytes) -> str:
 
 
 def _register_heif() -> None:
-    import pillow_heif
-
+    """Teach Pillow HEIC/HEIF; without pillow-heif the one photo is skipped, with the way to fix it."""
+    try:
+        import pillow_heif
+    except ImportError as exc:
+        raise UnreadablePhoto("unsupported", "This is a HEIC/HEIF photo (an iPhone's default) and pillow-heif is "
+                              "not installed; run `pip install pillow-heif`, or export the photo as JPEG.") from exc
     pillow_heif.register_heif_opener()
 
 
