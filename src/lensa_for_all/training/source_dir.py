@@ -19,7 +19,8 @@ __all__ = ["package_source_dir", "ENTRY_SCRIPT", "PACKAGED_MODULES", "requiremen
 ENTRY_SCRIPT = "lensa_train.py"
 
 # files and folders of lensa_for_all that the entry point imports (relative to the package root)
-PACKAGED_MODULES = ("__init__.py", "py.typed", "errors.py", "atomic.py", "config.py", "backends/__init__.py",
+PACKAGED_MODULES = ("__init__.py", "py.typed", "errors.py", "atomic.py", "config.py", "subjects.py",
+                    "backends/__init__.py",
                     "backends/base.py", "training")
 
 _ENTRY_TEXT = '''"""SageMaker entry point written by lensa-for-all's package_source_dir; runs the DreamBooth loop."""
