@@ -104,7 +104,9 @@ def run_side(side: str, model_path: Path, args: argparse.Namespace) -> dict[str,
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "DISABLE_TQDM": "1"}
     if args.threads:
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    # args.timeout (optional, seconds): benchmarks/gpu_acceptance.py bounds each side's wall time
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False,
+                         timeout=getattr(args, "timeout", None))
     if res.returncode != 0:
         raise SystemExit(f"{side} worker failed:\n{res.stderr[-3000:]}")
     return dict(json.loads(res.stdout.strip().splitlines()[-1]))

@@ -355,7 +355,7 @@ def run_ours(spec: dict[str, Any], clock: StepClock) -> None:
     from lensa_for_all.training import loop as training_loop
 
     method, train_te = spec["method"], spec["train_text_encoder"]
-    config = TrainingConfig(
+    config = TrainingConfig(**{**dict(
         base_model=spec["model"], method=method, token=TOKEN, subject_class=SUBJECT,
         instance_prompt="a photo of {token} {subject_class}", class_prompt="a photo of {subject_class}",
         with_prior_preservation=True, prior_loss_weight=1.0, num_class_images=spec["num_class_images"],
@@ -365,8 +365,7 @@ def run_ours(spec: dict[str, Any], clock: StepClock) -> None:
         max_grad_norm=1.0, train_text_encoder=train_te,
         lora_rank=LORA_RANK, lora_alpha=float(LORA_RANK), mixed_precision="no",
         checkpointing_steps=0, validation_steps=0, report_to="none", seed=0, resume_from=None,
-        **spec.get("ours_overrides", {}),
-    )
+    ), **spec.get("ours_overrides", {})})  # overrides may replace any setting above (e.g. mixed_precision)
 
     def on_progress(progress: Any) -> None:
         if getattr(progress, "stage", "train") == "train" and progress.step > len(clock.stamps):
@@ -414,8 +413,11 @@ def child_env(threads: int) -> dict[str, str]:
     return env
 
 
-def run_one(spec: dict[str, Any], run_dir: Path, threads: int) -> dict[str, Any]:
-    """Run one side/case in a fresh child; return its step times and peak RSS."""
+def run_one(spec: dict[str, Any], run_dir: Path, threads: int, timeout_s: float | None = None) -> dict[str, Any]:
+    """Run one side/case in a fresh child; return its step times and peak RSS.
+
+    With ``timeout_s`` the child is killed after that many seconds and ``TimeoutError`` is raised.
+    """
     import shutil
 
     if run_dir.exists():
@@ -426,7 +428,17 @@ def run_one(spec: dict[str, Any], run_dir: Path, threads: int) -> dict[str, Any]
     log = (run_dir / "log.txt").open("w")
     proc = subprocess.Popen([sys.executable, __file__, "_worker", str(run_dir / "spec.json")],
                             stdout=log, stderr=subprocess.STDOUT, env=child_env(threads))
-    _, status, usage = os.wait4(proc.pid, 0)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        pid, status, usage = os.wait4(proc.pid, 0 if deadline is None else os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:  # type: ignore[operator]
+            proc.kill()
+            os.wait4(proc.pid, 0)
+            log.close()
+            raise TimeoutError(f"{spec['side']} run killed after {timeout_s:.0f} s; log: {run_dir / 'log.txt'}")
+        time.sleep(0.2)
     proc.returncode = os.waitstatus_to_exitcode(status)
     log.close()
     if proc.returncode != 0:
