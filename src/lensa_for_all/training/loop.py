@@ -369,13 +369,11 @@ class _Run:
         step = 0
         losses: list[float] = []
         resumed_from = None
-        start = self._resume_point()
-        if start is not None:
-            _check_same_run(start, cfg)
-            trainable, state = checkpoints.load_checkpoint(
-                start, optimizer=getattr(optimizer, "optimizer", optimizer), lr_scheduler=lr_scheduler,
-                generator=generator)
-            self._load_trainable(models, trainable, accelerator)
+        skipped: list[str] = []
+        loaded = self._load_resume_point(models, accelerator, getattr(optimizer, "optimizer", optimizer),
+                                         lr_scheduler, generator, skipped)
+        if loaded is not None:
+            start, state = loaded
             step = int(state["step"])
             losses = [float(x) for x in state.get("losses", [])]
             instance_sampler.load(state["instance_sampler"])
@@ -471,6 +469,7 @@ class _Run:
             "median_seconds_per_step": statistics.median(step_times) if step_times else None,
             "mixed_precision": mixed,
             "resumed_from": resumed_from,
+            "resume_skipped": skipped,
             "stopped_early": stopped_early,
             "best_step": stopper.best_step,
             "best_score": stopper.best_score,
@@ -549,20 +548,54 @@ class _Run:
                                      progress=self.progress)
         return list_images(folder)[: cfg.num_class_images]
 
-    def _resume_point(self) -> Path | None:
-        from .checkpoints import latest_checkpoint
+    def _resume_candidates(self, skipped: list[str]) -> list[Path]:
+        """Checkpoints to try, best first: the newest that verify (``latest``) or the one named."""
+        from .checkpoints import valid_checkpoints, verify_checkpoint
 
         cfg = self.config
         if cfg.resume_from is None:
-            return None
+            return []
+
+        def skip(path: Path, why: str) -> None:
+            skipped.append(f"{path.name}: {why}")
+            log.warning("Not resuming from %s: %s; trying the one before it.", path, why)
+
         if cfg.resume_from == "latest":
-            return latest_checkpoint(self.checkpoint_dir)
+            return list(valid_checkpoints(self.checkpoint_dir, on_skip=skip))
         path = Path(cfg.resume_from)
         if not path.is_absolute():
             path = self.checkpoint_dir / path
         if not (path / "state.json").is_file():
             raise ConfigError(f"TrainingConfig.resume_from: {path} is not a checkpoint folder")
-        return path
+        problem = verify_checkpoint(path)
+        if problem is not None:
+            raise ConfigError(f"TrainingConfig.resume_from: {path} is damaged ({problem}); pass an earlier "
+                              "checkpoint or resume_from='latest' to use the newest good one.")
+        return [path]
+
+    def _load_resume_point(self, models: dict[str, Any], accelerator: Any, optimizer: Any, lr_scheduler: Any,
+                           generator: Any, skipped: list[str]) -> tuple[Path, dict[str, Any]] | None:
+        """Restore the newest checkpoint that loads; each one passed over is logged with the reason."""
+        from . import checkpoints
+
+        for path in self._resume_candidates(skipped):
+            _check_same_run(path, self.config)
+            try:
+                trainable, state = checkpoints.load_checkpoint(path, optimizer=optimizer, lr_scheduler=lr_scheduler,
+                                                               generator=generator)
+                self._load_trainable(models, trainable, accelerator)
+            except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+                if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                    raise
+                skipped.append(f"{path.name}: it cannot be loaded ({exc})")
+                log.warning("Not resuming from %s: it cannot be loaded (%s); trying the one before it.", path, exc)
+                continue
+            if skipped:
+                log.warning("Resuming from %s (skipped %s).", path.name, "; ".join(skipped))
+            return path, state
+        if skipped:
+            log.warning("No checkpoint could be resumed (%s); training from the start.", "; ".join(skipped))
+        return None
 
     @staticmethod
     def _trainable(models: dict[str, Any], accelerator: Any) -> dict[str, Any]:
