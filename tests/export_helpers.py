@@ -54,3 +54,33 @@ def v2_text_encoder_state() -> tuple[dict[str, Any], dict[str, Any]]:
                             num_hidden_layers=3, max_position_embeddings=77, hidden_act="gelu", projection_dim=32)
     model = CLIPTextModel(config)
     return {k: v.clone() for k, v in model.state_dict().items()}, config.to_dict()
+
+
+def make_lora_export(base: Path, out: Path, *, token: str = "zwx", subject_class: str = "dog",
+                     prediction_type: str = "epsilon") -> Path:
+    """A LoRA folder exactly as training writes it (both weight formats, manifest, card), without training.
+
+    The adapter's up-projections are random so the LoRA visibly changes the image.
+    """
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from lensa_for_all.config import TrainingConfig
+    from lensa_for_all.training.artifacts import write_artifacts
+    from lensa_for_all.training.lora import add_lora
+
+    if (out / "lensa_manifest.json").is_file():
+        return out
+    config = TrainingConfig.for_subject(subject_class, "lora", base_model=str(base), resolution=64, token=token,
+                                        lora_rank=4, with_prior_preservation=False)
+    torch.manual_seed(3)
+    unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet")
+    add_lora(unet, rank=config.lora_rank, alpha=config.effective_lora_alpha, dropout=0.0,
+             target_modules=config.lora_target_modules)
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.5)
+    write_artifacts(out, config, unet, None, metrics={"steps": 7, "num_photos": 5, "final_loss": 0.1},
+                    losses=[0.2, 0.1], prediction_type=prediction_type)
+    return out

@@ -9,7 +9,11 @@ import pytest
 
 from export_helpers import make_sd15_layout, v2_text_encoder_state
 from lensa_for_all.errors import ModelNotFoundError
-from lensa_for_all.training.single_file import original_state_dict, text_encoder_to_original, write_single_file
+from lensa_for_all.training.single_file import (
+    original_state_dict,
+    text_encoder_to_original,
+    write_single_file,
+)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +95,8 @@ def test_fp16_by_default_and_written_atomically_beside_the_folder(sd15_layout: P
     assert ckpt == tmp_path / "my-model.safetensors"
     assert not list(tmp_path.glob(".*tmp*"))
     with safe_open(str(ckpt), "pt") as f:
-        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.float16"}
+        names = list(f.keys())
+        assert {str(f.get_tensor(k).dtype) for k in names} == {"torch.float16"}
         assert f.metadata()["lensa.precision"] == "fp16"
         assert f.metadata()["modelspec.title"] == "my-model"
     fp32 = write_single_file(folder, tmp_path / "fp32.safetensors", precision="fp32")

@@ -65,7 +65,8 @@ def test_save_writes_pngs_index_and_contact_sheet(model: AvatarModel, tmp_path: 
         text = im.info["parameters"]
     assert text.splitlines()[0] == "ohwx person, oil painting"
     assert text.splitlines()[1] == "Negative prompt: blurry"
-    assert "Steps: 2, Sampler: Euler a, CFG scale: 6.0, Seed: 4, Size: 64x64, Model: tiny-sd, Style: oil" in text
+    assert ("Steps: 2, Sampler: Euler a, Schedule type: Automatic, CFG scale: 6.0, Seed: 4, Size: 64x64, "
+            "Model: tiny-sd, Style: oil") in text
     assert read_png_parameters(paths[1]) == pack[1].parameters()
     # saving again into the same folder never overwrites: new unique names, one merged index
     again = pack.save(tmp_path)

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from .backends.base import Backend, TrainingProgress, TrainingResult
     from .config import TrainingConfig
     from .photos import PhotoSet
+    from .plan import RunPlan, SettingNames
     from .prompts import Prompt, PromptGenerator
     from .trainer import DreamBoothTrainer
 
@@ -135,6 +136,7 @@ class Pipeline:
         run_dir: str | os.PathLike[str] | None = None,
         subject_class: str | None = None,
         min_photos: int = 4,
+        subject_kind: str | None = None,
         sagemaker: Mapping[str, Any] | None = None,
         progress: bool | RunProgress = True,
     ) -> None:
@@ -145,9 +147,12 @@ class Pipeline:
             from .config import TrainingConfig
 
             cls_name = subject_class or getattr(photos, "subject_class", None) or "person"
-            trainer = DreamBoothTrainer(TrainingConfig.for_subject(cls_name))
+            trainer = DreamBoothTrainer(TrainingConfig.for_subject(cls_name, subject_kind=subject_kind))
         self.trainer = trainer
         self.subject_class = subject_class or self.config.subject_class
+        # person, pet or object for a class not in lensa_for_all.subjects' table (None: the table decides)
+        self.subject_kind = subject_kind
+        self._planned: tuple[str, RunPlan] | None = None
         if backend is None:
             backend = trainer.backend if trainer.backend is not None else "local"
         if isinstance(backend, str) and backend not in ("local", "sagemaker"):
@@ -183,13 +188,15 @@ class Pipeline:
         run_dir: str | os.PathLike[str] | None = None,
         sagemaker: Mapping[str, Any] | None = None,
         progress: bool | RunProgress = True,
+        subject_kind: str | None = None,
         **training: Any,
     ) -> Pipeline:
         """A pipeline for the photos in a folder with the tested preset for ``subject_class``.
 
         ``base_model``, ``steps`` (``max_train_steps``) and any other :class:`TrainingConfig` field in
         ``training`` override the preset (or ``config``, when given). ``sagemaker`` holds keywords for a
-        :class:`SageMakerBackend` built when ``backend="sagemaker"``.
+        :class:`SageMakerBackend` built when ``backend="sagemaker"``. ``subject_kind`` (``"person"``,
+        ``"pet"`` or ``"object"``) is needed only for a class that :mod:`lensa_for_all.subjects` does not list.
         """
         from .config import TrainingConfig
         from .trainer import DreamBoothTrainer
@@ -200,11 +207,12 @@ class Pipeline:
         if steps is not None:
             overrides["max_train_steps"] = steps
         if config is None:
-            config = TrainingConfig.for_subject(subject_class, method, **overrides)
+            config = TrainingConfig.for_subject(subject_class, method, subject_kind=subject_kind, **overrides)
         else:
             config = config.replace(subject_class=subject_class, method=method, **overrides)
         return cls(photos, trainer=DreamBoothTrainer(config), backend=backend, prompts=prompts, run_dir=run_dir,
-                   subject_class=subject_class, sagemaker=sagemaker, progress=progress)
+                   subject_class=config.subject_class, sagemaker=sagemaker, progress=progress,
+                   subject_kind=subject_kind)
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike[str], *, backend: Backend | None = None,
@@ -231,6 +239,7 @@ class Pipeline:
         prompts = [_prompt_from_dict(p) if isinstance(p, dict) else str(p) for p in listed] if listed else None
         pipeline = cls(photos if isinstance(photos, str) else list(photos), trainer=DreamBoothTrainer(config),
                        backend=chosen, prompts=prompts, run_dir=run_dir, subject_class=config.subject_class,
+                       subject_kind=run.get("subject_kind"),
                        min_photos=int(run.get("min_photos", 4)), sagemaker=sagemaker_options, progress=progress)
         if secrets_given:
             pipeline.progress.message(
@@ -305,16 +314,10 @@ class Pipeline:
         :meth:`AvatarModel.generate` settings (``num_inference_steps``, ``guidance_scale``, ``scheduler``,
         ``width``, ``height``, ``negative_prompt``, ``lora_scale``) and ``device``/``dtype``. Running it
         again reuses every stage whose inputs did not change. Ctrl-C raises ``KeyboardInterrupt`` after
-        saving the state; run again (or :meth:`resume`) to continue.
+        saving the state; run again (or :meth:`resume`) to continue. Everything is checked first
+        (:meth:`plan`), so a bad setting fails in seconds, before any file is written.
         """
-        unknown = sorted(set(generation) - _GENERATION_KEYS)
-        if unknown:
-            raise ConfigError(f"Pipeline.run got unknown setting(s) {unknown}; generation settings are "
-                              f"{', '.join(sorted(_GENERATION_KEYS))}")
-        if num_images < 1:
-            raise ConfigError(f"num_images must be at least 1, not {num_images}")
-        if seed is not None and not 0 <= seed < _MAX_SEED:
-            raise ConfigError(f"seed must be between 0 and {_MAX_SEED - 1}, not {seed}")
+        self.plan(num_images, styles, out_dir, seed=seed, magic=magic, batch_size=batch_size, **generation)
         run_dir = self._run_dir(out_dir)
         out = Path(out_dir) if out_dir is not None else run_dir / AVATARS_DIR
         if batch_size is not None:
@@ -344,6 +347,45 @@ class Pipeline:
         if isinstance(self.progress, RichRunProgress):
             self.progress.message(result.summary())
         return result
+
+    def plan(
+        self,
+        num_images: int = 40,
+        styles: Sequence[str] | None = None,
+        out_dir: str | os.PathLike[str] | None = None,
+        *,
+        seed: int | None = None,
+        magic: bool | str = False,
+        batch_size: int | None = None,
+        names: SettingNames | None = None,
+        **generation: Any,
+    ) -> RunPlan:
+        """Check everything :meth:`run` with these arguments will need, and say what it will do; write nothing.
+
+        Checks the run folder, photo folder, subject class, styles, base model, device, and for SageMaker
+        the region, cost against ``max_cost_usd``, credentials, role, bucket and quota
+        (:mod:`lensa_for_all.plan`), raising the error the run would hit. ``names`` says how messages
+        name the settings (``lensa_for_all.plan.CLI_NAMES`` for the command line).
+        """
+        from .plan import PYTHON_NAMES, make_plan
+
+        unknown = sorted(set(generation) - _GENERATION_KEYS)
+        if unknown:
+            raise ConfigError(f"Pipeline.run got unknown setting(s) {unknown}; generation settings are "
+                              f"{', '.join(sorted(_GENERATION_KEYS))}")
+        if num_images < 1:
+            raise ConfigError(f"num_images must be at least 1, not {num_images}")
+        if seed is not None and not 0 <= seed < _MAX_SEED:
+            raise ConfigError(f"seed must be between 0 and {_MAX_SEED - 1}, not {seed}")
+        key = repr((num_images, list(styles or []), str(out_dir), seed, magic, batch_size, sorted(generation.items())))
+        if self._planned is not None and self._planned[0] == key:
+            return self._planned[1]  # checked moments ago (the CLI plans, then runs)
+        run_dir = self._run_dir(out_dir)
+        out = Path(out_dir) if out_dir is not None else run_dir / AVATARS_DIR
+        plan = make_plan(self, num_images=num_images, styles=styles, run_dir=run_dir, out_dir=out,
+                         names=names or PYTHON_NAMES)
+        self._planned = (key, plan)
+        return plan
 
     # -- run folder --------------------------------------------------------------------------------
 
@@ -379,7 +421,8 @@ class Pipeline:
         prompts = None
         if self.prompts is not None and not hasattr(self.prompts, "generate"):
             prompts = [p.to_dict() if hasattr(p, "to_dict") else str(p) for p in self.prompts]
-        return {"photos": photos, "subject_class": self.subject_class, "min_photos": self.min_photos,
+        return {"photos": photos, "subject_class": self.subject_class, "subject_kind": self.subject_kind,
+                "min_photos": self.min_photos,
                 "config": self.config.to_dict(), "backend": self.backend_name,
                 "sagemaker": options_for_state(self.sagemaker_options) or None, "prompts": prompts,
                 "prompts_fingerprint": self._prompt_fingerprint()}
@@ -426,9 +469,11 @@ class Pipeline:
             if isinstance(source, PhotoSet):
                 photoset = source
             elif isinstance(source, Path):
-                photoset = PhotoSet.from_folder(source, subject_class=self.subject_class, min_photos=self.min_photos)
+                photoset = PhotoSet.from_folder(source, subject_class=self.subject_class, min_photos=self.min_photos,
+                                                subject_kind=self.subject_kind)
             else:
-                photoset = PhotoSet.from_files(source, subject_class=self.subject_class, min_photos=self.min_photos)
+                photoset = PhotoSet.from_files(source, subject_class=self.subject_class, min_photos=self.min_photos,
+                                               subject_kind=self.subject_kind)
         except TooFewPhotosError as exc:
             if exc.report is not None:  # keep the reasons where the user will look
                 write_text_atomic(run_dir / QC_REPORT, exc.report.to_json() + "\n")  # type: ignore[attr-defined]
@@ -589,7 +634,7 @@ class Pipeline:
         magic = args.get("magic", False)
         prompts: Any = self.prompts
         if prompts is None:
-            generator = model.prompt_generator()
+            generator = model.prompt_generator(**({"subject_kind": self.subject_kind} if self.subject_kind else {}))
         elif hasattr(prompts, "generate"):
             generator = prompts
             if not generator.has_tokenizer and getattr(model.runner, "tokenizer", None) is not None:

@@ -18,6 +18,7 @@ from ..errors import ConfigError, GenerationError, ModelNotFoundError, PickleRef
 from ..prompts.catalogue import StyleCatalogue, subject_kind_for
 from ..prompts.generator import MagicMode, Prompt, PromptGenerator
 from ..prompts.tokens import fit_negative, token_counter_for
+from .a1111 import ModelHashes, hashes_for
 from .device import choose_device, free_memory_bytes
 from .pack import Avatar, AvatarPack, PackWriter, read_png_parameters
 from .runner import Job, LocalRunner, Runner, batch_key
@@ -44,8 +45,10 @@ class AvatarModel:
     """
 
     def __init__(self, runner: Runner, *, name: str, manifest: Mapping[str, Any] | None = None,
-                 scheduler: str = DEFAULT_SCHEDULER, lora_scale: float = 1.0) -> None:
+                 scheduler: str = DEFAULT_SCHEDULER, lora_scale: float = 1.0,
+                 hashes: ModelHashes | None = None) -> None:
         self.runner = runner
+        self.hashes = hashes or ModelHashes()
         self.name = name
         self.manifest: dict[str, Any] = dict(manifest or {})
         self.scheduler = canonical_name(scheduler)
@@ -124,7 +127,8 @@ class AvatarModel:
         runner = LocalRunner(pipe, choice, name=name, is_lora=folder is not None and folder.kind == "lora",
                              default_size=size)
         log.info("Loaded %s on %s (%s)", name, choice.device, str(choice.dtype).removeprefix("torch."))
-        return cls(runner, name=name, manifest=manifest, scheduler=scheduler, lora_scale=lora_scale)
+        return cls(runner, name=name, manifest=manifest, scheduler=scheduler, lora_scale=lora_scale,
+                   hashes=hashes_for(folder.path if folder else None, manifest))
 
     @classmethod
     def from_endpoint(cls, endpoint: Any, *, region: str | None = None, token: str | None = None,
@@ -265,7 +269,8 @@ class AvatarModel:
                 for pos, (job, image) in enumerate(zip(batch, images, strict=True)):
                     if bar:
                         bar.advance()
-                    yield _avatar(job, image, model=self.name, batch=batch, batch_index=pos, batch_id=batch_id)
+                    yield _avatar(job, image, model=self.name, batch=batch, batch_index=pos, batch_id=batch_id,
+                                  hashes=self.hashes, rng=self._rng)
         finally:
             if bar:
                 bar.close()
@@ -348,7 +353,12 @@ class AvatarModel:
                               "alone may differ in the last bits.", stacklevel=2)
         images = self.runner.run(jobs)
         return _avatar(jobs[position], images[position], model=self.name, batch=jobs, batch_index=position,
-                       batch_id=params.get("batch_id"))
+                       batch_id=params.get("batch_id"), hashes=self.hashes, rng=self._rng)
+
+    @property
+    def _rng(self) -> str | None:
+        """A1111's ``RNG`` value: local rendering draws its noise from CPU generators."""
+        return "CPU" if isinstance(self.runner, LocalRunner) else None
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -438,7 +448,8 @@ def _batches(jobs: Sequence[Job], batch_size: int | None,
 
 
 def _avatar(job: Job, image: Any, *, model: str, batch: Sequence[Job], batch_index: int,
-            batch_id: str | None) -> Avatar:
+            batch_id: str | None, hashes: ModelHashes | None = None, rng: str | None = None) -> Avatar:
+    hashes = hashes or ModelHashes()
     members = [{"prompt": j.prompt, "negative_prompt": j.negative_prompt, "seed": j.seed, "style": j.style}
                for j in batch] if len(batch) > 1 else []
     return Avatar(
@@ -446,6 +457,8 @@ def _avatar(job: Job, image: Any, *, model: str, batch: Sequence[Job], batch_ind
         num_inference_steps=job.num_inference_steps, guidance_scale=job.guidance_scale, scheduler=job.scheduler,
         width=job.width, height=job.height, model=model, lora_scale=job.lora_scale, style=job.style,
         batch_size=len(batch), batch_index=batch_index, batch_id=batch_id, batch_members=members,
+        model_hash=hashes.model_hash, lora_name=hashes.lora_name if job.lora_scale is not None else None,
+        lora_hash=hashes.lora_hash if job.lora_scale is not None else None, rng=rng,
     )
 
 

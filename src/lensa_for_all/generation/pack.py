@@ -19,7 +19,8 @@ import attrs
 
 from ..atomic import atomic_path, write_json_atomic
 from ..errors import GenerationError
-from .schedulers import a1111_name, from_a1111_name
+from .a1111 import format_lora_hashes, lora_tag, parse_lora_hashes, sampler_and_schedule, strip_lora_tag
+from .schedulers import from_a1111_name
 
 __all__ = ["Avatar", "AvatarPack", "PackWriter", "format_parameters", "parse_parameters", "read_png_parameters",
            "INDEX_NAME", "CONTACT_SHEET_NAME"]
@@ -54,6 +55,11 @@ class Avatar:
     # floating-point results depend on the batch, so regenerating bit for bit re-renders all of it.
     batch_members: tuple[Mapping[str, Any], ...] = attrs.field(
         default=(), converter=lambda v: tuple(dict(m) for m in (v or ())))
+    # For AUTOMATIC1111: the checkpoint's short hash, the kohya LoRA's name and short hash, the noise source.
+    model_hash: str | None = None
+    lora_name: str | None = None
+    lora_hash: str | None = None
+    rng: str | None = None
 
     def parameters(self) -> dict[str, Any]:
         """The generation parameters, without the image (what the JSON index stores)."""
@@ -100,13 +106,17 @@ def _num(x: float) -> str:
 
 def format_parameters(p: Mapping[str, Any]) -> str:
     """AUTOMATIC1111's ``parameters`` text for the given :meth:`Avatar.parameters`."""
+    sampler, schedule = sampler_and_schedule(p["scheduler"])
     pairs: list[tuple[str, Any]] = [
         ("Steps", p["num_inference_steps"]),
-        ("Sampler", a1111_name(p["scheduler"])),
+        ("Sampler", sampler),
+        ("Schedule type", schedule),
         ("CFG scale", _num(p["guidance_scale"])),
         ("Seed", p["seed"]),
         ("Size", f"{p['width']}x{p['height']}"),
     ]
+    if p.get("model_hash"):
+        pairs.append(("Model hash", p["model_hash"]))
     if p.get("model"):
         pairs.append(("Model", p["model"]))
     if p.get("lora_scale") is not None:
@@ -117,10 +127,17 @@ def format_parameters(p: Mapping[str, Any]) -> str:
         pairs += [("Batch size", p["batch_size"]), ("Batch pos", p["batch_index"])]
         if p.get("batch_id"):
             pairs.append(("Batch id", p["batch_id"]))
+    prompt = p["prompt"]
+    if p.get("lora_name") and p.get("lora_hash") and p.get("lora_scale") is not None:
+        prompt = f"{prompt} {lora_tag(p['lora_name'], p['lora_scale'])}"
+        pairs.append(("Lora hashes", format_lora_hashes({p["lora_name"]: p["lora_hash"]})))
+    if p.get("rng"):
+        pairs.append(("RNG", p["rng"]))
     from .. import __version__
 
-    pairs.append(("Version", f"lensa-for-all {__version__}"))
-    lines = [p["prompt"]]
+    # A1111 reads ``Version`` as its own release (v1.x.y) and changes behaviour for old ones: ours goes elsewhere.
+    pairs.append(("Generator", f"lensa-for-all {__version__}"))
+    lines = [prompt]
     if p.get("negative_prompt"):
         lines.append(f"Negative prompt: {p['negative_prompt']}")
     lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in pairs))
@@ -152,10 +169,15 @@ def parse_parameters(text: str) -> dict[str, Any]:
             target = negative_lines
             line = line[len("Negative prompt:"):].lstrip()
         target.append(line)
+    prompt = "\n".join(prompt_lines).strip()
+    loras = parse_lora_hashes(pairs.get("Lora hashes", ""))
+    lora_name, lora_hash = next(iter(loras.items()), (None, None))
+    if lora_name and "Lora scale" in pairs:  # ours: the tag was appended to the prompt the model was given
+        prompt = strip_lora_tag(prompt, lora_name)
     try:
         width, height = (int(v) for v in pairs["Size"].lower().split("x"))
         out: dict[str, Any] = {
-            "prompt": "\n".join(prompt_lines).strip(),
+            "prompt": prompt,
             "negative_prompt": "\n".join(negative_lines).strip(),
             "seed": int(pairs["Seed"]),
             "num_inference_steps": int(pairs["Steps"]),
@@ -169,6 +191,10 @@ def parse_parameters(text: str) -> dict[str, Any]:
             "batch_size": int(pairs.get("Batch size", 1)),
             "batch_index": int(pairs.get("Batch pos", 0)),
             "batch_id": pairs.get("Batch id") or None,
+            "model_hash": pairs.get("Model hash") or None,
+            "lora_name": lora_name,
+            "lora_hash": lora_hash,
+            "rng": pairs.get("RNG") or None,
         }
     except (KeyError, ValueError) as exc:
         raise GenerationError(

@@ -28,6 +28,15 @@ def _library_version() -> str:
     return __version__
 
 
+def hub_base_model(base_model: str) -> str | None:
+    """``base_model`` when it names a Hub repository, ``None`` for a local folder (its path is private)."""
+    import re
+
+    if Path(base_model).exists() or base_model.startswith((".", "/", "~")) or "\\" in base_model:
+        return None
+    return base_model if re.fullmatch(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+", base_model) else None
+
+
 def build_manifest(config: TrainingConfig, metrics: dict[str, Any], *, prediction_type: str,
                    files: Sequence[str]) -> dict[str, Any]:
     from .lora import DIFFUSERS_LORA_NAME, kohya_lora_name
@@ -152,8 +161,18 @@ def write_artifacts(output_dir: Path, config: TrainingConfig, unet: Any, text_en
 
     output_dir.mkdir(parents=True, exist_ok=True)
     if config.method == "lora":
+        from .lora import kohya_metadata
+
+        metadata = kohya_metadata(
+            rank=config.lora_rank, alpha=config.effective_lora_alpha, resolution=config.resolution,
+            steps=metrics.get("steps"), token=config.token, subject_class=config.subject_class,
+            instance_prompt=config.instance_prompt_text,
+            base_model=hub_base_model(config.base_model) or Path(config.base_model).name,
+            v2=int(getattr(unet.config, "cross_attention_dim", 768)) == 1024,  # SD 2.x's OpenCLIP width
+            v_prediction=prediction_type == "v_prediction", learning_rate=config.learning_rate,
+            num_photos=metrics.get("num_photos"), seed=config.seed, train_text_encoder=config.train_text_encoder)
         save_lora(output_dir, unet, text_encoder, alpha=config.effective_lora_alpha, rank=config.lora_rank,
-                  token=config.token)
+                  token=config.token, metadata=metadata)
     else:
         unet = unet.to(torch.float32)
         if text_encoder is not None:

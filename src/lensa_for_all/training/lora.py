@@ -6,10 +6,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_lora", "lora_state_dicts", "save_lora", "DIFFUSERS_LORA_NAME", "kohya_lora_name"]
+__all__ = ["add_lora", "lora_state_dicts", "save_lora", "DIFFUSERS_LORA_NAME", "kohya_lora_name", "kohya_metadata",
+           "tensor_data_hash"]
 
 DIFFUSERS_LORA_NAME = "pytorch_lora_weights.safetensors"
 
@@ -71,9 +74,69 @@ def _canonical_te_key(key: str) -> str:
     return key
 
 
+def kohya_metadata(*, rank: int, alpha: float, resolution: int, steps: int | None, token: str, subject_class: str,
+                   instance_prompt: str, base_model: str, v2: bool, v_prediction: bool, learning_rate: float,
+                   num_photos: int | None = None, seed: int | None = None,
+                   train_text_encoder: bool = False) -> dict[str, str]:
+    """The ``ss_*`` metadata kohya's sd-scripts write, which A1111's LoRA tab and civitai read.
+
+    A1111 files the LoRA under SD 2.x when ``ss_v2`` is ``"True"`` (else SD 1.x) and offers the most
+    frequent tags of ``ss_tag_frequency`` as trigger words; kohya's dataset folder is named
+    ``<repeats>_<token> <class>``. Values are strings, as in every safetensors header.
+    """
+    version = "sd_v2" if v2 else "sd_v1"
+    if v_prediction:
+        version += "_v"
+    images = int(num_photos or 1)
+    folder = f"1_{token} {subject_class}"
+    return {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(int(rank)),
+        "ss_network_alpha": str(float(alpha)),
+        "ss_base_model_version": version,
+        "ss_v2": str(bool(v2)),
+        "ss_v_parameterization": str(bool(v_prediction)),
+        "ss_sd_model_name": base_model,
+        "ss_resolution": f"({int(resolution)}, {int(resolution)})",
+        "ss_steps": str(int(steps or 0)),
+        "ss_max_train_steps": str(int(steps or 0)),
+        "ss_learning_rate": str(float(learning_rate)),
+        "ss_num_train_images": str(images),
+        "ss_seed": str(seed) if seed is not None else "None",
+        "ss_network_train_unet_only": str(not train_text_encoder),
+        "ss_output_name": kohya_lora_name(token).removesuffix(".safetensors"),
+        "ss_tag_frequency": json.dumps({folder: {token: images, instance_prompt: images}}),
+        "ss_dataset_dirs": json.dumps({folder: {"n_repeats": 1, "img_count": images}}),
+        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.architecture": ("stable-diffusion-v2" if v2 else "stable-diffusion-v1")
+        + ("-768-v" if v2 and v_prediction else "") + "/lora",
+        "modelspec.title": f"{token} {subject_class}",
+        "modelspec.trigger_phrase": token,
+        "modelspec.prediction_type": "v" if v_prediction else "epsilon",
+        "modelspec.resolution": f"{int(resolution)}x{int(resolution)}",
+    }
+
+
+def tensor_data_hash(tensors: Mapping[str, Any]) -> str:
+    """kohya's ``sshs_model_hash``: SHA-256 of the tensor data as safetensors lays it out (header excluded).
+
+    A1111 takes a LoRA's short hash from this field when present, else computes the same from the file.
+    """
+    import hashlib
+
+    from safetensors.torch import save
+
+    blob = save(dict(tensors))
+    header_len = int.from_bytes(blob[:8], "little")
+    return hashlib.sha256(blob[8 + header_len:]).hexdigest()
+
+
 def save_lora(output_dir: Path, unet: Any, text_encoder: Any | None, *, alpha: float, rank: int,
-              token: str) -> list[Path]:
-    """Write both formats into ``output_dir``; return the files written."""
+              token: str, metadata: Mapping[str, str] | None = None) -> list[Path]:
+    """Write both formats into ``output_dir``; return the files written.
+
+    ``metadata`` (see :func:`kohya_metadata`) goes into the kohya file's header.
+    """
     import torch
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_kohya
@@ -101,7 +164,8 @@ def save_lora(output_dir: Path, unet: Any, text_encoder: Any | None, *, alpha: f
     kohya = {k: (torch.tensor(float(alpha)) if k.endswith(".alpha") else v.detach().float().cpu().contiguous())
              for k, v in kohya.items()}
     kohya_path = output_dir / kohya_lora_name(token)
+    header = {"ss_network_module": "networks.lora", "ss_network_alpha": str(alpha), **dict(metadata or {}),
+              "format": "pt", "sshs_model_hash": tensor_data_hash(kohya)}
     with atomic_path(kohya_path) as tmp:
-        save_file(kohya, str(tmp), metadata={"ss_network_module": "networks.lora", "ss_network_alpha": str(alpha),
-                                             "format": "pt"})
+        save_file(kohya, str(tmp), metadata=header)
     return [dest, kohya_path]
