@@ -25,6 +25,7 @@ __all__ = [
     "MagicPromptUnavailable",
     "GenerationError",
     "RunStateError",
+    "RunInUseError",
 ]
 
 
@@ -112,3 +113,7 @@ class GenerationError(LensaError):
 
 class RunStateError(LensaError):
     """A run folder's state file is missing, corrupt or belongs to another run."""
+
+
+class RunInUseError(RunStateError):
+    """Another process holds the run (or output) folder; the message names it (pid, host, start time)."""

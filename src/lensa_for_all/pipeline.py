@@ -37,6 +37,7 @@ from .errors import (
     TrainingJobFailed,
 )
 from .redaction import options_for_state, options_from_state
+from .run_lock import lock_folders
 from .run_progress import RichRunProgress, RunProgress, SilentProgress
 from .run_state import RunState, files_fingerprint, fingerprint
 
@@ -324,16 +325,18 @@ class Pipeline:
             generation["batch_size"] = batch_size
         args = {"num_images": num_images, "styles": list(styles) if styles else None, "out_dir": str(out.resolve()),
                 "seed": seed, "magic": magic, **generation}
-        state = self._open_state(run_dir)
-        state.set_run(**self._describe_run(), args=args)
-        started = time.monotonic()
-        try:
-            photos = self._photos_stage(state, run_dir)
-            train = self._train_stage(state, run_dir, photos)
-            gen = self._generate_stage(state, out, train, args)
-        finally:
-            self.progress.close()
-        state.set_run(last_run_s=round(time.monotonic() - started, 3))
+        # one process per run folder (and output folder): a second run fails at once, naming the first
+        with lock_folders(run_dir, out, what="lensa-for-all run", on_takeover=self.progress.message):
+            state = self._open_state(run_dir)
+            state.set_run(**self._describe_run(), args=args)
+            started = time.monotonic()
+            try:
+                photos = self._photos_stage(state, run_dir)
+                train = self._train_stage(state, run_dir, photos)
+                gen = self._generate_stage(state, out, train, args)
+            finally:
+                self.progress.close()
+            state.set_run(last_run_s=round(time.monotonic() - started, 3))
         stages = {name: state.stage(name) or {} for name in STAGES}
         reused = tuple(name for name, was_reused in (("photos", photos["reused"]), ("train", train["reused"]),
                                                      ("generate", gen["reused"])) if was_reused)
