@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import ModelNotFoundError
 
-__all__ = ["check_base_model", "load_component"]
+__all__ = ["check_base_model", "check_model_index", "load_component"]
 
 _REQUIRED = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 _LOADERS = {
@@ -46,6 +46,13 @@ def check_base_model(base_model: str, revision: str | None = None) -> None:
                 "and revision, log in with `hf auth login` for gated models, or pass a local folder."
             ) from exc
         index = json.loads(Path(local).read_text(encoding="utf-8"))
+    check_model_index(base_model, index)
+
+
+def check_model_index(base_model: str, index: Any) -> None:
+    """Raise :class:`ModelNotFoundError` unless ``index`` (a ``model_index.json``) is an SD 1.x/2.x pipeline's."""
+    if not isinstance(index, dict):
+        raise ModelNotFoundError(f"{base_model}'s model_index.json is not a JSON object; the model is damaged.")
     missing = [c for c in _REQUIRED if c not in index]
     if missing or "XL" in str(index.get("_class_name", "")) or "text_encoder_2" in index:
         raise ModelNotFoundError(
