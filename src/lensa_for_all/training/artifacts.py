@@ -68,45 +68,61 @@ def build_manifest(config: TrainingConfig, metrics: dict[str, Any], *, predictio
 
 
 def model_card(config: TrainingConfig, manifest: dict[str, Any]) -> str:
-    """A Hugging Face model card (YAML front matter + usage)."""
+    """A Hugging Face model card: metadata through ``huggingface_hub.ModelCardData``, then usage and settings.
+
+    The YAML is written by ``huggingface_hub`` so any prompt (``:``, ``#``, quotes, a leading ``*``,
+    non-ASCII) survives ``ModelCard.load``. ``base_model`` is set only for a Hub id: a local folder's
+    path or name is private and means nothing on the Hub. Fields follow the Hub's DreamBooth (LoRA)
+    cards: license, ``instance_prompt``, a widget with that prompt, ``library_name`` and tags.
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
     is_lora = config.method == "lora"
-    tags = ["stable-diffusion", "text-to-image", "diffusers", "dreambooth", "lensa-for-all"]
+    hub_base = hub_base_model(config.base_model)
+    tags = ["text-to-image", "diffusers", "stable-diffusion", "stable-diffusion-diffusers", "dreambooth",
+            "diffusers-training", "lensa-for-all"]
     if is_lora:
-        tags.append("lora")
-    base = config.base_model if not Path(config.base_model).exists() else Path(config.base_model).name
-    front = "\n".join([
-        "---",
-        "library_name: diffusers",
-        "license: creativeml-openrail-m",
-        f"base_model: {base}",
-        f"instance_prompt: {config.instance_prompt_text}",
-        "tags:",
-        *[f"- {t}" for t in tags],
-        "inference: false",
-        "---",
-    ])
+        tags.insert(2, "lora")
+    prompt = config.instance_prompt_text
+    data = ModelCardData(
+        license="creativeml-openrail-m", library_name="diffusers", base_model=hub_base, tags=tags,
+        instance_prompt=prompt, widget=[{"text": prompt}], inference=False,
+    )
+    base_text = f"[{hub_base}](https://huggingface.co/{hub_base})" if hub_base else "a local Stable Diffusion model"
+    example = prompt + ", portrait, studio lighting"
     if is_lora:
+        base_load = repr(hub_base) if hub_base else '"path/to/the/base/model"'
         usage = (
             "```python\nfrom diffusers import StableDiffusionPipeline\n\n"
-            f"pipe = StableDiffusionPipeline.from_pretrained({config.base_model!r})\n"
+            f"pipe = StableDiffusionPipeline.from_pretrained({base_load})\n"
             "pipe.load_lora_weights(\"path/to/this/folder\")\n"
-            f"image = pipe({config.instance_prompt_text + ', portrait, studio lighting'!r}).images[0]\n```\n\n"
+            f"image = pipe({example!r}).images[0]\n```\n\n"
             f"For AUTOMATIC1111 or ComfyUI use `{manifest['kohya_weights']}`."
         )
     else:
         usage = (
             "```python\nfrom diffusers import StableDiffusionPipeline\n\n"
             "pipe = StableDiffusionPipeline.from_pretrained(\"path/to/this/folder\")\n"
-            f"image = pipe({config.instance_prompt_text + ', portrait, studio lighting'!r}).images[0]\n```"
+            f"image = pipe({example!r}).images[0]\n```"
         )
+        if manifest.get("checkpoint_weights"):
+            usage += (f"\n\nFor AUTOMATIC1111 or ComfyUI use the single file `{manifest['checkpoint_weights']}` "
+                      "(original Stable Diffusion layout).")
     final_loss = manifest.get("final_loss")
     loss_txt = f"{final_loss:.4f}" if isinstance(final_loss, float) else "n/a"
-    return f"""{front}
-
-# DreamBooth {'LoRA' if is_lora else 'fine-tune'} of {base} for `{config.token} {config.subject_class}`
+    rows = [
+        ("method", config.method), ("steps", manifest.get("steps")), ("resolution", config.resolution),
+        ("learning rate", config.learning_rate), ("text encoder trained", config.train_text_encoder),
+        ("prior preservation", config.with_prior_preservation),
+        ("prediction type", manifest.get("prediction_type")), ("final loss", loss_txt),
+    ]
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    body = f"""
+# DreamBooth {'LoRA' if is_lora else 'fine-tune'} of {base_text}
 
 Trained with [lensa-for-all](https://github.com/lensa-for-all/lensa-for-all) {manifest['library_version']}.
-Use the token **{config.token}** in prompts, e.g. `{config.instance_prompt_text}`.
+Use the token **{_markdown_text(config.token)}** in prompts; it was trained with the prompt
+`{_code_text(prompt)}`.
 
 ## Use
 
@@ -116,17 +132,19 @@ Use the token **{config.token}** in prompts, e.g. `{config.instance_prompt_text}
 
 | setting | value |
 | --- | --- |
-| method | {config.method} |
-| steps | {manifest.get('steps')} |
-| resolution | {config.resolution} |
-| learning rate | {config.learning_rate} |
-| text encoder trained | {config.train_text_encoder} |
-| prior preservation | {config.with_prior_preservation} |
-| prediction type | {manifest.get('prediction_type')} |
-| final loss | {loss_txt} |
+{table}
 
 The full configuration is in `training_config.json`, the run's figures in `lensa_manifest.json`.
 """
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body}"))
+
+
+def _markdown_text(text: str) -> str:
+    return "".join("\\" + c if c in "\\`*_[]#<>|" else c for c in text)
+
+
+def _code_text(text: str) -> str:
+    return text.replace("`", "\u02cb")
 
 
 def _save_full_pipeline(output_dir: Path, config: TrainingConfig, unet: Any, text_encoder: Any | None) -> None:
