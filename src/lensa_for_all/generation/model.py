@@ -23,7 +23,14 @@ from .device import choose_device, free_memory_bytes
 from .pack import Avatar, AvatarPack, PackWriter, read_png_parameters
 from .runner import Job, LocalRunner, Runner, batch_key
 from .schedulers import DEFAULT_SCHEDULER, SCHEDULERS, canonical_name
-from .sources import LORA_WEIGHTS_NAME, ModelFolder, download_s3_model, inspect_model_folder, is_hub_id
+from .sources import (
+    LORA_WEIGHTS_NAME,
+    ModelFolder,
+    download_s3_model,
+    hub_lora_snapshot,
+    inspect_model_folder,
+    is_hub_id,
+)
 
 __all__ = ["AvatarModel", "DEFAULT_GUIDANCE_SCALE", "DEFAULT_PACK_SIZE"]
 
@@ -95,7 +102,11 @@ class AvatarModel:
             folder = inspect_model_folder(text, base_model=base_model)
             name = _display_name(folder.path)
         elif is_hub_id(text):
-            folder, name = None, text
+            snapshot = hub_lora_snapshot(text, revision=revision)  # a LoRA repository loads on its base model
+            folder = inspect_model_folder(snapshot, base_model=base_model) if snapshot is not None else None
+            name = text
+            if folder is not None:
+                revision = None  # it named the LoRA's revision; the base's comes from the manifest
         else:
             raise ModelNotFoundError(
                 f"{text} is neither an existing folder, an s3:// URI nor a Hugging Face model id."
@@ -320,7 +331,7 @@ class AvatarModel:
         except KeyboardInterrupt:
             interrupted = True
             log.warning("Interrupted: keeping the %d of %d avatars already finished.", len(done), len(jobs))
-        pack = AvatarPack(done, interrupted=interrupted, requested=len(jobs))
+        pack = AvatarPack([done[i] for i in sorted(done)], interrupted=interrupted, requested=len(jobs))
         if writer:
             writer.finish(pack)
         return pack

@@ -25,7 +25,7 @@ from ..atomic import write_json_atomic
 from ..errors import AWSConfigurationError, ModelNotFoundError
 
 __all__ = ["LORA_WEIGHTS_NAME", "MANIFEST_NAME", "ModelFolder", "inspect_model_folder", "download_s3_model",
-           "default_cache_dir", "is_hub_id"]
+           "default_cache_dir", "is_hub_id", "hub_lora_snapshot"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,47 @@ def inspect_model_folder(path: str | os.PathLike[str], *, base_model: str | None
         f"{path} is not a trained model: expected a diffusers pipeline folder (with model_index.json) or a "
         f"LoRA folder (with {LORA_WEIGHTS_NAME} and {MANIFEST_NAME}), as `lensa-for-all train` writes."
     )
+
+
+def hub_lora_snapshot(repo_id: str, *, revision: str | None = None) -> Path | None:
+    """The local snapshot folder of a Hub LoRA repository (``pytorch_lora_weights.safetensors`` + manifest).
+
+    The Hugging Face cache is read first, so a repository downloaded once loads offline; the Hub is
+    asked only when it answers. ``None`` means the repository holds no such LoRA (a full pipeline,
+    say), and the caller loads it as a pipeline.
+    """
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+
+    from ..prompts.magic import hub_unreachable
+
+    cached = try_to_load_from_cache(repo_id, LORA_WEIGHTS_NAME, revision=revision)
+    if isinstance(cached, str):
+        folder = Path(cached).parent
+        if not (folder / MANIFEST_NAME).is_file() and not hub_unreachable():
+            _try_download(repo_id, MANIFEST_NAME, revision)
+        return folder
+    if hub_unreachable():
+        return None
+    try:
+        weights = hf_hub_download(repo_id, LORA_WEIGHTS_NAME, revision=revision)
+    except (EntryNotFoundError, RepositoryNotFoundError):
+        return None
+    except (HfHubHTTPError, OSError) as exc:
+        log.debug("Could not look for a LoRA in %s: %s", repo_id, exc)
+        return None
+    _try_download(repo_id, MANIFEST_NAME, revision)
+    return Path(weights).parent
+
+
+def _try_download(repo_id: str, filename: str, revision: str | None) -> None:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        hf_hub_download(repo_id, filename, revision=revision)
+    except (HfHubHTTPError, OSError) as exc:
+        log.debug("No %s in %s: %s", filename, repo_id, exc)
 
 
 def _parse_s3(uri: str) -> tuple[str, str]:
