@@ -101,7 +101,8 @@ def _at_step(step: int | None) -> Callable[[str], bool] | None:
     return kill_when
 
 
-def play_on_start(backend: Any, work: Path, *, kill_at_step: int | None = None, **env: str) -> list[str]:
+def play_on_start(backend: Any, work: Path, *, kill_at_step: int | None = None, python: str | None = None,
+                  **env: str) -> list[str]:
     """Make ``backend.start`` also play the job's container (moto runs nothing); return started job names."""
     started: list[str] = []
     original = backend.start
@@ -109,7 +110,7 @@ def play_on_start(backend: Any, work: Path, *, kill_at_step: int | None = None, 
     def start(spec: Any) -> str:
         name = original(spec)
         started.append(name)
-        play_training_job(backend.aws, name, work, env=env, kill_when=_at_step(kill_at_step))
+        play_training_job(backend.aws, name, work, env=env, kill_when=_at_step(kill_at_step), python=python)
         return name
 
     backend.start = start

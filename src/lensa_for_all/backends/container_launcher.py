@@ -7,7 +7,8 @@ Standard library only: it runs before anything is installed. It
    instance has several, the same launch LocalBackend uses;
 2. turns SIGTERM (``StopTrainingJob``, a spot reclaim notice) into SIGINT for it: the training entry point
    stops cleanly on SIGINT, keeping its newest checkpoint in ``/opt/ml/checkpoints`` for the resume;
-3. after a successful run, copies the endpoint handler into ``$SM_MODEL_DIR/code/`` so the
+3. after a successful run, copies the endpoint handler, its ``requirements.txt`` and the packaged
+   ``lensa_for_all`` (the handler renders with ``AvatarModel``) into ``$SM_MODEL_DIR/code/``, so the
    ``model.tar.gz`` SageMaker uploads can be served by an endpoint without repacking it.
 """
 
@@ -42,6 +43,12 @@ def install_inference_code(here: Path, model_dir: Path) -> None:
     requirements = here / INFERENCE_REQUIREMENTS
     if requirements.is_file():
         shutil.copyfile(requirements, code / "requirements.txt")
+    package = here / "lensa_for_all"
+    if package.is_dir():
+        target = code / "lensa_for_all"
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(package, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 
 def main() -> int:

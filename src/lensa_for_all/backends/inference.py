@@ -1,85 +1,68 @@
 """Endpoint handler for the Hugging Face inference container (shipped as ``code/inference.py`` in model.tar.gz).
 
-It is self-contained on purpose (only diffusers, torch and Pillow, which the container has or installs
-from ``code/requirements.txt``): the endpoint must start without this library being installed.
+It renders with :class:`~lensa_for_all.generation.AvatarModel`, the class local generation uses, so an
+endpoint has the same sampler (DPM++ 2M Karras, 25 steps), subject-aware negative prompt, 77-token
+prompt fitting and PNG metadata as ``lensa-for-all generate``. The training launcher copies the library's
+generation code into ``code/lensa_for_all`` beside this file (the packaged copy wins over any installed
+one, as in the training container) and the pinned stack into ``code/requirements.txt``, which the
+container installs before it imports this module.
 
 JSON contract (also used by :class:`lensa_for_all.backends.endpoint.Endpoint`)::
 
     request  {"inputs": "<prompt>", "parameters": {"negative_prompt", "num_inference_steps",
               "guidance_scale", "height", "width", "seed", "num_images", "scheduler"}}
-    response {"images": ["<base64 PNG>", ...], "seeds": [...], "parameters": {...}}
+    response {"images": ["<base64 PNG>", ...], "seeds": [...], "parameters": {...},
+              "metadata": [{<the image's generation parameters>}, ...]}
 
-Image ``i`` is generated alone with seed ``seed + i``, so any single image can be regenerated exactly.
+Parameters left out take ``AvatarModel``'s defaults. Image ``i`` is generated alone with seed
+``seed + i``, so any single image can be regenerated exactly; each PNG carries its parameters.
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import random
+import sys
+import tempfile
 from typing import Any
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if os.path.isdir(os.path.join(_HERE, "lensa_for_all")) and _HERE not in sys.path:
+    sys.path.insert(0, _HERE)  # code/lensa_for_all, shipped beside this file in model.tar.gz
 
 JSON = "application/json"
 DEFAULTS: dict[str, Any] = {
-    "negative_prompt": None, "num_inference_steps": 30, "guidance_scale": 7.0, "height": None, "width": None,
-    "seed": None, "num_images": 1, "scheduler": "dpmpp_2m_karras",
+    "negative_prompt": None, "num_inference_steps": None, "guidance_scale": None, "height": None, "width": None,
+    "seed": None, "num_images": 1, "scheduler": None,
 }
 LIMITS = {"num_images": (1, 8), "num_inference_steps": (1, 150), "height": (64, 1024), "width": (64, 1024)}
-# name -> (diffusers class, config overrides). The same table as lensa_for_all.generation.schedulers (a test
-# keeps them equal), copied because this file must run in the container without the library installed.
-SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "dpmpp_2m_karras": ("DPMSolverMultistepScheduler",
-                        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
-    "dpmpp_2m": ("DPMSolverMultistepScheduler",
-                 {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": False}),
-    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
-    "euler": ("EulerDiscreteScheduler", {"use_karras_sigmas": False}),
-    "heun": ("HeunDiscreteScheduler", {}),
-    "lms": ("LMSDiscreteScheduler", {}),
-    "ddim": ("DDIMScheduler", {}),
-    "unipc": ("UniPCMultistepScheduler", {}),
-    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
-}
 
 
 class BadRequest(ValueError):
     """The request does not follow the JSON contract; the message is returned to the caller."""
 
 
-def _scheduler(name: str, config: Any) -> Any:
-    import diffusers
+def _scheduler_names() -> list[str]:
+    from lensa_for_all.generation.schedulers import scheduler_names
 
-    class_name, overrides = SCHEDULERS[name]
-    return getattr(diffusers, class_name).from_config(config, **overrides)
+    return scheduler_names()
 
 
 def model_fn(model_dir: str, context: Any = None) -> Any:
-    """Load the trained model: a full diffusers pipeline folder, or a LoRA on its base model."""
-    import torch
-    from diffusers import StableDiffusionPipeline
+    """Load the trained model (a full pipeline folder, or a LoRA + manifest on its base) as an AvatarModel."""
+    from lensa_for_all.errors import ModelNotFoundError
+    from lensa_for_all.generation import AvatarModel
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.float16 if device == "cuda" else torch.float32
-    manifest_path = os.path.join(model_dir, "lensa_manifest.json")
-    manifest: dict[str, Any] = {}
-    if os.path.isfile(manifest_path):
-        with open(manifest_path, encoding="utf-8") as fh:
-            manifest = json.load(fh)
-    if os.path.isfile(os.path.join(model_dir, "model_index.json")):
-        pipe = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=dtype, safety_checker=None)
-    elif manifest.get("method") == "lora" and manifest.get("base_model"):
-        pipe = StableDiffusionPipeline.from_pretrained(manifest["base_model"], revision=manifest.get("revision"),
-                                                       torch_dtype=dtype, safety_checker=None)
-        pipe.load_lora_weights(model_dir, weight_name="pytorch_lora_weights.safetensors")
-        pipe.fuse_lora()
-    else:
+    is_pipeline = os.path.isfile(os.path.join(model_dir, "model_index.json"))
+    is_lora = os.path.isfile(os.path.join(model_dir, "lensa_manifest.json"))
+    if not (is_pipeline or is_lora):
         raise RuntimeError(f"{model_dir} holds neither a diffusers pipeline nor a LoRA with lensa_manifest.json")
-    pipe.set_progress_bar_config(disable=True)
-    pipe.to(device)
-    pipe.lensa_default_size = int(manifest.get("resolution") or pipe.unet.config.sample_size * pipe.vae_scale_factor)
-    return pipe
+    try:
+        return AvatarModel.load(model_dir, safety_checker=None)
+    except ModelNotFoundError as exc:
+        raise RuntimeError(str(exc)) from exc
 
 
 def input_fn(input_data: bytes | str, content_type: str = JSON) -> dict[str, Any]:
@@ -107,41 +90,49 @@ def input_fn(input_data: bytes | str, content_type: str = JSON) -> dict[str, Any
             raise BadRequest(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
         if name in ("height", "width") and value % 8:
             raise BadRequest(f"{name} must be a multiple of 8, got {value}")
-    if merged["scheduler"] not in SCHEDULERS:
-        raise BadRequest(f"scheduler must be one of {list(SCHEDULERS)}, got {merged['scheduler']!r}")
+    names = _scheduler_names()
+    if merged["scheduler"] is not None and merged["scheduler"] not in names:
+        raise BadRequest(f"scheduler must be one of {names}, got {merged['scheduler']!r}")
+    guidance = merged["guidance_scale"]
+    if guidance is not None and (isinstance(guidance, bool) or not isinstance(guidance, (int, float))):
+        raise BadRequest(f"guidance_scale must be a number, got {guidance!r}")
     if merged["seed"] is not None and (not isinstance(merged["seed"], int) or isinstance(merged["seed"], bool)):
         raise BadRequest(f"seed must be an integer, got {merged['seed']!r}")
+    if merged["negative_prompt"] is not None and not isinstance(merged["negative_prompt"], str):
+        raise BadRequest("negative_prompt must be a string")
     return {"inputs": data["inputs"], "parameters": merged}
+
+
+def _png_base64(avatar: Any) -> str:
+    """The PNG exactly as ``Avatar.save`` writes it (with its parameters text), base64-encoded."""
+    with tempfile.TemporaryDirectory(prefix="lensa-endpoint-") as tmp:
+        path = avatar.save(os.path.join(tmp, "avatar.png"))
+        with open(path, "rb") as fh:
+            return base64.b64encode(fh.read()).decode("ascii")
 
 
 def predict_fn(data: dict[str, Any], model: Any) -> dict[str, Any]:
     """Generate ``num_images`` images; each with its own seed so it can be reproduced alone."""
-    import torch
-
     params = dict(data["parameters"])
-    size = getattr(model, "lensa_default_size", 512)
-    params["height"] = params["height"] or size
-    params["width"] = params["width"] or size
     base_seed = params["seed"] if params["seed"] is not None else random.SystemRandom().randrange(2**31)
-    seeds = [base_seed + i for i in range(params["num_images"])]
     params["seed"] = base_seed
-    model.scheduler = _scheduler(params["scheduler"], model.scheduler.config)
-    device = getattr(model, "device", torch.device("cpu"))
-    images = []
-    for seed in seeds:  # one at a time: batched kernels round differently, and each image must be reproducible
-        generator = torch.Generator(device="cpu" if device.type == "mps" else device).manual_seed(seed)
-        image = model(
-            prompt=data["inputs"], negative_prompt=params["negative_prompt"],
-            num_inference_steps=params["num_inference_steps"], guidance_scale=params["guidance_scale"],
-            height=params["height"], width=params["width"], generator=generator,
-        ).images[0]
-        buf = io.BytesIO()
-        image.save(buf, format="PNG")
-        images.append(base64.b64encode(buf.getvalue()).decode("ascii"))
-    return {"images": images, "seeds": seeds, "parameters": params}
+    # one image per pipeline call: batched kernels round differently, and each image must be reproducible
+    pack = model.generate(data["inputs"], params["num_images"], seed=base_seed,
+                          negative_prompt=params["negative_prompt"],
+                          num_inference_steps=params["num_inference_steps"],
+                          guidance_scale=params["guidance_scale"], height=params["height"], width=params["width"],
+                          scheduler=params["scheduler"], batch_size=1)
+    avatars = list(pack)
+    if avatars:  # report the values used, defaults filled in
+        first = avatars[0]
+        params.update(negative_prompt=first.negative_prompt, num_inference_steps=first.num_inference_steps,
+                      guidance_scale=first.guidance_scale, height=first.height, width=first.width,
+                      scheduler=first.scheduler)
+    return {"images": [_png_base64(a) for a in avatars], "seeds": [a.seed for a in avatars],
+            "parameters": params, "metadata": [a.parameters() for a in avatars]}
 
 
 def output_fn(prediction: dict[str, Any], accept: str = JSON) -> bytes:
     if accept and accept not in (JSON, "*/*") and not accept.startswith(JSON):
         raise BadRequest(f"Accept must be {JSON}, got {accept}")
-    return json.dumps(prediction).encode("utf-8")
+    return json.dumps(prediction, default=str).encode("utf-8")

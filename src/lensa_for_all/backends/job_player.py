@@ -50,11 +50,12 @@ def _program_and_hps(hyperparameters: Mapping[str, str]) -> tuple[str, str, dict
 
 def play_training_job(session: Any, job_name: str, work_dir: Path, *, env: Mapping[str, str] | None = None,
                       kill_when: Callable[[str], bool] | None = None, upload_model: bool = True,
-                      timeout_s: float = 1800) -> PlayedJob:
+                      timeout_s: float = 1800, python: str | os.PathLike[str] | None = None) -> PlayedJob:
     """Run ``job_name``'s container on this machine (see the module docstring).
 
     ``kill_when(line)`` returning true kills the container at once, as a reclaimed spot instance
-    vanishes: nothing after the kill is saved except checkpoints already written.
+    vanishes: nothing after the kill is saved except checkpoints already written. ``python`` is the
+    container's interpreter (default: this one); the container-parity tests pass a stand-in image's.
     """
     sm, s3 = session.client("sagemaker"), session.client("s3")
     account = session.account_id
@@ -88,7 +89,7 @@ def play_training_job(session: Any, job_name: str, work_dir: Path, *, env: Mappi
         **dict(env or {}),
     }
     run_env.pop("PYTHONPATH", None)
-    proc = subprocess.Popen([sys.executable, str(code / program)], cwd=code, env=run_env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([os.fspath(python or sys.executable), str(code / program)], cwd=code, env=run_env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
     killed = False

@@ -25,7 +25,7 @@ from ..archives import DEFAULT_MAX_BYTES, safe_extract
 from ..errors import ConfigError, CostLimitExceeded, LensaError, TrainingError, TrainingJobFailed
 from .aws_session import AWSSession, botocore_debug_muted
 from .base import Backend, ProgressCallback, TrainingResult, parse_progress_line
-from .images import training_image_uri
+from .images import check_image_uri, training_image_uri
 from .logs import LogTail
 from .pricing import CostEstimate, actual_cost, estimate_cost, instance_spec
 from .s3 import S3Store, S3Uri, deterministic_tarball
@@ -42,21 +42,21 @@ TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".heic", ".heif", ".bmp", ".tif", ".tiff")
 _BACKENDS_DIR = Path(__file__).resolve().parent
 
-# Packages the endpoint handler needs beyond what the Hugging Face inference container ships; pinned to the
-# versions installed here, like the training source dir's requirements.txt, so both containers match.
-INFERENCE_PACKAGES = ("diffusers", "peft", "safetensors")
-
-
 def inference_requirements() -> str:
-    from importlib import metadata
+    """The endpoint's ``code/requirements.txt``: the same pinned stack as the training source dir."""
+    from ..stack import requirements
 
-    lines = []
-    for dist in INFERENCE_PACKAGES:
-        try:
-            lines.append(f"{dist}=={metadata.version(dist)}")
-        except metadata.PackageNotFoundError:  # pragma: no cover - all three are core dependencies
-            lines.append(dist)
-    return "\n".join(lines) + "\n"
+    return "\n".join(requirements()) + "\n"
+
+
+def container_extras(tmp: Path) -> list[tuple[str, Path]]:
+    """Files added beside the source dir in the uploaded tarball: the launcher SageMaker runs, and the
+    endpoint handler with its requirements, which the launcher copies into the model's ``code/``."""
+    req = tmp / "inference_requirements.txt"
+    req.write_text(inference_requirements())
+    return [(ENTRY_SCRIPT, _BACKENDS_DIR / "container_launcher.py"),
+            ("lensa_inference.py", _BACKENDS_DIR / "inference.py"),
+            ("lensa_inference_requirements.txt", req)]
 
 
 def _slug(text: str) -> str:
@@ -118,6 +118,8 @@ class SageMakerBackend(Backend):
         show_progress: bool = True,
     ) -> None:
         instance_spec(instance_type)  # validate now, not after an upload
+        if image_uri is not None:
+            check_image_uri(image_uri, "training")
         if instance_count != 1:
             raise ConfigError("instance_count must be 1: the loop trains on one instance; for more GPUs pick a "
                               "multi-GPU instance type such as ml.g5.12xlarge (4 GPUs, one process each)")
@@ -286,6 +288,8 @@ class SageMakerBackend(Backend):
         """
         from .endpoint import Endpoint
 
+        if image_uri is not None:
+            check_image_uri(image_uri, "inference")
         uri = artifacts.artifact_uri if isinstance(artifacts, TrainingResult) else artifacts
         if not uri or not str(uri).startswith("s3://"):
             raise ConfigError("deploy() needs an s3://.../model.tar.gz URI or a TrainingResult that has one")
@@ -328,13 +332,8 @@ class SageMakerBackend(Backend):
 
     def _upload_source(self, store: S3Store, base: str, source_dir: Path) -> S3Uri:
         with tempfile.TemporaryDirectory(prefix="lensa-src-") as tmp:
-            req = Path(tmp) / "inference_requirements.txt"
-            req.write_text(inference_requirements())
-            tarball = deterministic_tarball(source_dir, Path(tmp) / "sourcedir.tar.gz", extra=[
-                (ENTRY_SCRIPT, _BACKENDS_DIR / "container_launcher.py"),
-                ("lensa_inference.py", _BACKENDS_DIR / "inference.py"),
-                ("lensa_inference_requirements.txt", req),
-            ])
+            tarball = deterministic_tarball(source_dir, Path(tmp) / "sourcedir.tar.gz",
+                                            extra=container_extras(Path(tmp)))
             key = f"{base}/source/sourcedir.tar.gz"
             with _Bar("upload source", tarball.stat().st_size, self.show_progress) as bar:
                 uploaded = store.upload_file(tarball, key, on_bytes=bar.advance)

@@ -99,6 +99,22 @@ def make_clip_tokenizer(path: str | os.PathLike[str], *, num_merges: int = 400) 
     return path
 
 
+def _as_hub_layout(folder: Path) -> None:
+    """Rewrite what transformers 5's ``save_pretrained`` changed, so the folder has the layout of the Hub's SD
+    1.5: CLIP weights keyed ``text_model.*``, and a tokenizer of ``vocab.json`` + ``merges.txt`` with the two
+    JSON files, no ``tokenizer.json``. Tests then catch code that only works with the transformers-5 layout."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from ..training.pipeline_folder import canonical_text_encoder_state
+
+    weights = folder / "text_encoder" / "model.safetensors"
+    save_file(canonical_text_encoder_state(load_file(str(weights))), str(weights), metadata={"format": "pt"})
+    shutil.rmtree(folder / "tokenizer")
+    make_clip_tokenizer(folder / "tokenizer")
+
+
 def make_tiny_sd(
     path: str | os.PathLike[str],
     size: Size = "tiny",
@@ -146,6 +162,7 @@ def make_tiny_sd(
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.save_pretrained(tmp, safe_serialization=True)  # type: ignore[attr-defined]
+    _as_hub_layout(tmp)
     (tmp / "lensa_testing.json").write_text(json.dumps({
         "size": size, "resolution": resolution, "prediction_type": prediction_type, "seed": seed,
         "note": "random weights from lensa_for_all.testing; images are noise-like by design",

@@ -148,21 +148,10 @@ def _code_text(text: str) -> str:
 
 
 def _save_full_pipeline(output_dir: Path, config: TrainingConfig, unet: Any, text_encoder: Any | None) -> None:
-    from diffusers import StableDiffusionPipeline
+    """The canonical Hub layout (see ``pipeline_folder``), not ``save_pretrained``'s transformers-5 one."""
+    from .pipeline_folder import write_pipeline_folder
 
-    from .models import load_component
-
-    te = text_encoder if text_encoder is not None else load_component(config.base_model, "text_encoder",
-                                                                      config.revision)
-    pipe = StableDiffusionPipeline(
-        vae=load_component(config.base_model, "vae", config.revision),
-        text_encoder=te,
-        tokenizer=load_component(config.base_model, "tokenizer", config.revision),
-        unet=unet,
-        scheduler=load_component(config.base_model, "scheduler", config.revision),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.save_pretrained(output_dir, safe_serialization=True)  # type: ignore[attr-defined]
+    write_pipeline_folder(output_dir, config.base_model, config.revision, unet, text_encoder)
 
 
 def checkpoint_name(token: str) -> str:

@@ -1,6 +1,7 @@
 """The SageMaker training-container contract, read by the entry script of a packaged source dir.
 
-Inputs: ``SM_CHANNEL_INSTANCE`` (photos), optional ``SM_CHANNEL_CLASS`` (class images),
+Inputs: ``SM_CHANNEL_INSTANCE`` (photos; a job whose only channel is SageMaker's default ``training``
+trains on that one), optional ``SM_CHANNEL_CLASS`` (class images),
 ``SM_HPS`` or ``/opt/ml/input/config/hyperparameters.json`` (values may be strings; they override
 ``training_config.json``), ``SM_NUM_GPUS``. Outputs: artifacts in ``SM_MODEL_DIR``, metrics in
 ``SM_OUTPUT_DATA_DIR``, checkpoints in ``$LENSA_CHECKPOINT_DIR`` or ``/opt/ml/checkpoints`` (resumed
@@ -31,7 +32,9 @@ class ContainerPaths:
     """Where the contract says things are, from the environment (SageMaker defaults otherwise)."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
-        self.instance = Path(env["SM_CHANNEL_INSTANCE"]) if env.get("SM_CHANNEL_INSTANCE") else None
+        # a job with one channel, SageMaker's default name (``estimator.fit("s3://...")``), trains on it
+        instance = env.get("SM_CHANNEL_INSTANCE") or env.get("SM_CHANNEL_TRAINING")
+        self.instance = Path(instance) if instance else None
         self.class_dir = Path(env["SM_CHANNEL_CLASS"]) if env.get("SM_CHANNEL_CLASS") else None
         self.model_dir = Path(env.get("SM_MODEL_DIR", "/opt/ml/model"))
         self.output_dir = Path(env.get("SM_OUTPUT_DIR", "/opt/ml/output"))
@@ -89,8 +92,8 @@ def main(argv: Sequence[str] | None = None, *, source_dir: Path | None = None,
         config = TrainingConfig.from_json(source_dir / "training_config.json")
         config = config.with_hyperparameters(read_hyperparameters(env))
         if paths.instance is None or not paths.instance.is_dir():
-            raise PhotoSetError("No 'instance' input channel (SM_CHANNEL_INSTANCE): pass the prepared photos as "
-                                "the channel named 'instance'.")
+            raise PhotoSetError("No 'instance' input channel (SM_CHANNEL_INSTANCE, or SM_CHANNEL_TRAINING for a "
+                                "single-channel job): pass the prepared photos as the channel named 'instance'.")
 
         def progress(p: TrainingProgress) -> None:
             print(format_progress_line(p), flush=True)

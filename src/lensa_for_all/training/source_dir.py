@@ -1,27 +1,28 @@
 """``package_source_dir``: the training code as a self-contained SageMaker source dir.
 
 The folder holds ``lensa_train.py`` (the script SageMaker runs), ``lensa_for_all/`` (only the modules
-the loop needs, so the upload stays small), ``requirements.txt`` (what the Hugging Face PyTorch
-training container lacks, pinned to the versions tested here) and ``training_config.json``.
+the loop and the endpoint handler need, so the upload stays small), ``requirements.txt`` (the pinned
+stack of :mod:`lensa_for_all.stack`: the container's own diffusers/transformers are replaced by the
+tested versions) and ``training_config.json``.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from importlib import metadata
 from pathlib import Path
 
 from ..config import TrainingConfig
+from ..stack import requirements
 
 __all__ = ["package_source_dir", "ENTRY_SCRIPT", "PACKAGED_MODULES", "requirements_for"]
 
 ENTRY_SCRIPT = "lensa_train.py"
 
-# files and folders of lensa_for_all that the entry point imports (relative to the package root)
-PACKAGED_MODULES = ("__init__.py", "py.typed", "errors.py", "atomic.py", "config.py", "subjects.py",
-                    "backends/__init__.py",
-                    "backends/base.py", "training")
+# files and folders of lensa_for_all that the entry point imports (relative to the package root), and what
+# the endpoint handler imports (generation, prompts): the launcher copies this package into the model's code/
+PACKAGED_MODULES = ("__init__.py", "py.typed", "errors.py", "atomic.py", "archives.py", "config.py", "subjects.py",
+                    "stack.py", "backends/__init__.py", "backends/base.py", "training", "generation", "prompts")
 
 _ENTRY_TEXT = '''"""SageMaker entry point written by lensa-for-all's package_source_dir; runs the DreamBooth loop."""
 import sys
@@ -36,29 +37,17 @@ if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:], source_dir=HERE))
 '''
 
-# the Hugging Face PyTorch training containers ship torch, transformers, accelerate, safetensors, numpy, pillow
-_ALWAYS = ("diffusers", "peft", "attrs")
-
-
-def _pin(dist: str) -> str:
-    try:
-        return f"{dist}=={metadata.version(dist)}"
-    except metadata.PackageNotFoundError:
-        return dist
-
 
 def requirements_for(config: TrainingConfig) -> list[str]:
-    """The ``requirements.txt`` lines for ``config``."""
-    lines = [_pin(d) for d in _ALWAYS]
+    """The ``requirements.txt`` lines for ``config``: the pinned stack plus what its settings need."""
+    optional = []
     if config.use_8bit_adam:
-        lines.append("bitsandbytes>=0.43")
-    if config.report_to == "tensorboard":
-        lines.append("tensorboard>=2.14")
-    if config.report_to == "wandb":
-        lines.append("wandb>=0.16")
+        optional.append("bitsandbytes")
+    if config.report_to in ("tensorboard", "wandb"):
+        optional.append(config.report_to)
     if config.early_stopping and config.early_stopping_metric == "fid":
-        lines.append("torchmetrics[image]>=1.3")
-    return lines
+        optional.append("torchmetrics")
+    return requirements(optional)
 
 
 def package_source_dir(config: TrainingConfig, dest: str | os.PathLike[str]) -> Path:
