@@ -314,18 +314,20 @@ class AvatarModel:
         seed ``seed + i``. With ``out_dir`` each image is written as soon as it is finished. Ctrl-C
         stops after the current batch is lost and returns the finished avatars (``pack.interrupted``).
         """
-        jobs = self.plan(prompts, num_images, seed=seed, negative_prompt=negative_prompt,
-                         num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, height=height,
-                         width=width, scheduler=scheduler, lora_scale=lora_scale, styles=styles, magic=magic)
+        settings = dict(negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
+                        guidance_scale=guidance_scale, height=height, width=width, scheduler=scheduler,
+                        lora_scale=lora_scale, styles=styles, magic=magic)
         writer = PackWriter(out_dir) if out_dir is not None else None
-        done: list[Avatar] = []
+        jobs, done = self._continue_pack(writer, prompts, num_images, seed, settings)
+        position = {job.seed: i for i, job in enumerate(jobs)}  # image i has seed + i: unique within a pack
         interrupted = False
         try:
-            for avatar in self._render(jobs, batch_size=batch_size, progress=progress,
-                                       callback_on_step_end=callback_on_step_end):
-                done.append(avatar)
+            for avatar in self._render([j for i, j in enumerate(jobs) if i not in done], batch_size=batch_size,
+                                       progress=progress, callback_on_step_end=callback_on_step_end):
+                i = position[avatar.seed]
                 if writer:
-                    writer.add(avatar, len(done) - 1)
+                    writer.add(avatar, i)
+                done[i] = avatar
                 if on_avatar:
                     on_avatar(avatar)
         except KeyboardInterrupt:
@@ -335,6 +337,37 @@ class AvatarModel:
         if writer:
             writer.finish(pack)
         return pack
+
+    def _continue_pack(self, writer: PackWriter | None, prompts: PromptsLike, num_images: int | None,
+                       seed: int | None, settings: Mapping[str, Any]) -> tuple[list[Job], dict[int, Avatar]]:
+        """The jobs to render and the avatars already finished, by position.
+
+        When ``out_dir`` holds an unfinished pack (a run stopped by Ctrl-C) whose jobs these settings
+        reproduce, it is continued: its seed is reused unless another is given, the avatars it finished
+        are kept, and only the missing ones are rendered. Anything else starts a new pack beside it.
+        """
+        pending = writer.pending if writer is not None else None
+        if pending is not None and seed is not None and seed != pending["seed"]:
+            pending = None
+        # one seed draws the prompts and seeds the images, so the same pack can be planned again
+        fresh = seed if seed is not None or writer is None else secrets.randbelow(2**31)
+        jobs = self.plan(prompts, num_images, seed=pending["seed"] if pending else fresh, **settings)
+        if pending is not None and pending.get("jobs") != _jobs_fingerprint(jobs):
+            pending = None  # other settings: a new pack
+            jobs = self.plan(prompts, num_images, seed=fresh, **settings)
+        done: dict[int, Avatar] = {}
+        if writer is None:
+            return jobs, done
+        if pending is not None:
+            for i, job in enumerate(jobs):
+                path = writer.adopt(i, job.seed)
+                if path is not None:
+                    done[i] = Avatar.from_png(path)
+            log.warning("Continuing the unfinished pack in %s: %d of %d avatars are already there.",
+                        writer.out_dir, len(done), len(jobs))
+        if jobs:
+            writer.begin({"seed": jobs[0].seed, "jobs": _jobs_fingerprint(jobs), "count": len(jobs)})
+        return jobs, done
 
     def regenerate(self, source: Avatar | str | os.PathLike[str] | Mapping[str, Any]) -> Avatar:
         """Render an avatar again from its metadata (a PNG path, an :class:`Avatar` or its parameters).
@@ -373,6 +406,15 @@ class AvatarModel:
 
 
 # -- helpers ----------------------------------------------------------------------------------------
+def _jobs_fingerprint(jobs: Sequence[Job]) -> str:
+    """What a pack's images will be (prompts, seeds, settings), to recognise the same pack on a rerun."""
+    import hashlib
+    import json
+
+    text = json.dumps([attrs.asdict(j) for j in jobs], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _display_name(path: Path) -> str:
     return path.parent.name if path.name in ("model", "output", "model_dir") and path.parent.name else path.name
 

@@ -315,6 +315,7 @@ class PackWriter:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._entries = [e for e in self.read_index(self.out_dir) if (self.out_dir / e["file"]).is_file()]
         self.paths: list[Path] = []
+        self.pending: dict[str, Any] | None = _read_pending(self.out_dir)
 
     @staticmethod
     def read_index(out_dir: Path) -> list[dict[str, Any]]:
@@ -346,14 +347,52 @@ class PackWriter:
         self._write_index()
         return path
 
+    def begin(self, request: Mapping[str, Any]) -> None:
+        """Record the pack being rendered (its seed and a fingerprint of its jobs) until :meth:`finish`
+        completes it, so a rerun after Ctrl-C can continue this pack instead of starting a second one."""
+        self.pending = dict(request)
+        self._write_index()
+
+    def adopt(self, position: int, seed: int) -> Path | None:
+        """The intact PNG of image ``position`` with ``seed`` if the folder already has it, else ``None``.
+
+        An interrupted run may have written the PNG and been stopped before recording it anywhere; such
+        a file joins the index instead of being rendered again beside itself. A damaged one (truncated,
+        undecodable) is removed so the image is rendered again under its own name.
+        """
+        name = re.compile(rf"{position:03d}-[a-z0-9_\-]+-{seed}(-\d+)?\.png")
+        for path in sorted(self.out_dir.glob(f"{position:03d}-*-{seed}*.png")):
+            if not name.fullmatch(path.name):
+                continue
+            try:
+                avatar = Avatar.from_png(path)
+            except (GenerationError, OSError, SyntaxError, ValueError):
+                path.unlink(missing_ok=True)
+                self._entries = [e for e in self._entries if e["file"] != path.name]
+                continue
+            if avatar.seed != seed:
+                continue
+            if path.name not in {e["file"] for e in self._entries}:
+                self._entries.append({"file": path.name, **avatar.parameters()})
+                self._write_index()
+            return path
+        return None
+
     def _write_index(self, sheet: str | None = None) -> None:
         data: dict[str, Any] = {"version": 1, "avatars": self._entries}
         if sheet:
             data["contact_sheet"] = sheet
+        if self.pending:
+            data["pending"] = self.pending
         write_json_atomic(self.out_dir / INDEX_NAME, data)
 
     def finish(self, pack: AvatarPack | None) -> Path | None:
-        """Write the contact sheet of ``pack`` (if given and not empty) and the final index."""
+        """Write the contact sheet of ``pack`` (if given and not empty) and the final index.
+
+        A pack that is complete (not ``interrupted``) clears the pending record of :meth:`begin`.
+        """
+        if pack is not None and not pack.interrupted:
+            self.pending = None
         if pack is None or len(pack) == 0:
             self._write_index()
             return None
@@ -362,3 +401,13 @@ class PackWriter:
             pack.contact_sheet().save(tmp, format="JPEG", quality=90)
         self._write_index(CONTACT_SHEET_NAME)
         return sheet
+
+
+def _read_pending(out_dir: Path) -> dict[str, Any] | None:
+    """The unfinished pack recorded in ``out_dir``'s index (see :meth:`PackWriter.begin`), if any."""
+    try:
+        data = json.loads((out_dir / INDEX_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    pending = data.get("pending") if isinstance(data, dict) else None
+    return dict(pending) if isinstance(pending, dict) and isinstance(pending.get("seed"), int) else None
