@@ -4,8 +4,9 @@
 On a CUDA machine with no internet (the device machine, or any other), after ``scripts/gpu_wheels.sh``
 has filled ``.gpu-wheels/``:
 
-1. installs the carried wheels with pip (``--no-index``, into a target folder put on ``PYTHONPATH``,
-   the checkout's ``src/`` ahead of it so the code measured is this tree's), then within a wall-time
+1. installs the carried wheels with pip (``--no-index --no-deps``, into the running environment, or
+   ``--site DIR`` put on ``PYTHONPATH``; the checkout's ``src/`` goes first on the path, so the code
+   measured is this tree's even where an older wheel is installed), then within a wall-time
    budget (8 minutes by default, each phase with its own share; a phase that would not fit is recorded
    as skipped, with the reason):
 2. ``pytest -m gpu`` over the test files that hold gpu-marked tests;
@@ -195,17 +196,21 @@ def _run_worker(args: list[str], timeout: float, threads: int) -> dict[str, Any]
 # Phases
 # ---------------------------------------------------------------------------------------------------
 
-def install_wheels(wheels: Path, site: Path) -> dict[str, Any]:
-    """pip-install every carried wheel into ``site`` (no index, no dependency resolution)."""
+def install_wheels(wheels: Path, site: Path | None) -> dict[str, Any]:
+    """pip-install every carried wheel (no index, no dependency resolution).
+
+    Into the running Python's environment by default: subprocesses that reset ``PYTHONPATH`` (LocalBackend's
+    entry point does) still see the libraries. With ``site``, into that folder instead (put on ``PYTHONPATH``).
+    """
     files = sorted(str(p) for p in wheels.glob("*.whl"))
     if not files:
         raise RuntimeError(f"no wheels in {wheels}: run scripts/gpu_wheels.sh first (or pass --no-wheels)")
     cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links", str(wheels), "--no-deps",
-           "--no-compile", "--no-cache-dir", "--upgrade", "--target", str(site), *files]
+           "--no-compile", "--no-cache-dir", "--upgrade", *(["--target", str(site)] if site else []), *files]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"pip install failed:\n{proc.stderr[-3000:]}")
-    return {"installed": [Path(f).name for f in files], "site": str(site)}
+    return {"installed": [Path(f).name for f in files], "site": str(site) if site else sys.prefix}
 
 
 def gpu_test_files(tests: Path) -> list[Path]:
@@ -490,8 +495,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="report folder (default: $OUT, else a new temporary folder)")
     p.add_argument("--work", type=Path, help="scratch folder for models and runs (default: a temporary folder)")
     p.add_argument("--wheels", type=Path, default=ROOT / ".gpu-wheels", help="the folder gpu_wheels.sh filled")
-    p.add_argument("--site", type=Path, default=Path(tempfile.gettempdir()) / "lensa-gpu-site",
-                   help="where the wheels are installed (put on PYTHONPATH)")
+    p.add_argument("--site", type=Path, help="install the wheels into this folder and put it on PYTHONPATH "
+                   "(default: into the running Python's environment)")
     p.add_argument("--no-wheels", action="store_true", help="use what is installed; skip the wheel step")
     p.add_argument("--reference-dir", type=Path, help="folder holding diffusers' train_dreambooth{,_lora}.py "
                    "(default: WHEELS/reference)")
@@ -525,9 +530,8 @@ def main(argv: list[str] | None = None) -> int:
             entry = {"status": "failed", "reason": str(exc), "wall_s": time.monotonic() - t0}
         print(f"gpu_acceptance: wheels: {entry['status']} in {entry['wall_s']:.1f} s", flush=True)
         env = dict(os.environ, LENSA_GPU_WHEELS_INSTALLED=json.dumps(entry))
-        if entry["status"] == "ok":
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), str(args.site),
-                                                             os.environ.get("PYTHONPATH", "")) if p)
+        if entry["status"] == "ok" and args.site:
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(args.site), os.environ.get("PYTHONPATH", "")) if p)
         os.execve(sys.executable, [sys.executable, __file__, *argv], env)
     if str(ROOT / "src") not in sys.path:  # the checkout's code, also when it is not installed
         sys.path.insert(0, str(ROOT / "src"))

@@ -382,3 +382,16 @@ def test_lora_adapter_uses_configured_dropout_and_gaussian_init(tiny_sd: Path) -
         a = layer.lora_A["default"].weight
         # gaussian init: std 1/rank, not kaiming-uniform's bounded values
         assert abs(float(a.std()) - 1 / 4) < 0.1
+
+
+@pytest.mark.slow
+def test_a_second_run_in_the_same_process_may_change_precision(tiny_sd: Path, photos: Path, tmp_path: Path) -> None:
+    """accelerate keeps one mixed-precision state per process; the loop drops a finished run's state."""
+    from lensa_for_all.training.loop import train
+
+    cfg = tiny_config(tiny_sd, "lora", with_prior_preservation=False, train_text_encoder=False, max_train_steps=1)
+    assert train(cfg, photos, tmp_path / "a", checkpoint_dir=tmp_path / "a-ck")["mixed_precision"] == "no"
+    # bf16 runs on a CPU too (fp16 would fall back to float32); before the fix this raised
+    # "AcceleratorState has already been initialized and cannot be changed"
+    metrics = train(cfg.replace(mixed_precision="bf16"), photos, tmp_path / "b", checkpoint_dir=tmp_path / "b-ck")
+    assert metrics["mixed_precision"] == "bf16"

@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "endpoints",
     "photos",
     "run",
+    "export",
 )
 
 

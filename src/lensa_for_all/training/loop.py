@@ -62,6 +62,19 @@ def _check_tracker(report_to: str) -> None:
                           "or set report_to='none'.")
 
 
+def _forget_finished_accelerator() -> None:
+    """Drop the state a previous run in this process left in accelerate.
+
+    accelerate keeps one mixed-precision setting per process and refuses an ``Accelerator`` with another
+    one ("AcceleratorState has already been initialized"), so a notebook that trained in fp16 could not
+    then train in bf16. The distributed set-up (``PartialState``) is kept: it belongs to the process.
+    """
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+
+
 # settings that must match for a checkpoint to be resumed (others, e.g. max_train_steps, may change)
 _RUN_IDENTITY = ("base_model", "revision", "method", "token", "subject_class", "resolution", "train_text_encoder",
                  "with_prior_preservation", "lora_rank", "lora_target_modules", "text_encoder_lora_target_modules",
@@ -240,6 +253,7 @@ class _Run:
         check_base_model(cfg.base_model, cfg.revision)
 
         mixed = resolve_mixed_precision(cfg.mixed_precision)
+        _forget_finished_accelerator()
         accelerator = Accelerator(
             mixed_precision=mixed,
             log_with=None if cfg.report_to == "none" else cfg.report_to,
