@@ -123,3 +123,14 @@ def test_the_cli_reports_a_folder_in_use_in_one_paragraph(other_run: tuple[Path,
     assert code == EXIT_ERROR
     err = capsys.readouterr().err
     assert f"pid {proc.pid}" in err and "Traceback" not in err
+
+
+def test_generate_into_a_folder_in_use_fails_before_rendering(other_run: tuple[Path, subprocess.Popen[str]],
+                                                              tiny_sd: Path) -> None:
+    from lensa_for_all.generation import AvatarModel
+
+    folder, proc = other_run
+    model = AvatarModel.load(tiny_sd)
+    with pytest.raises(RunInUseError, match=f"pid {proc.pid}"):
+        model.generate("a photo", 1, num_inference_steps=1, out_dir=folder)
+    assert not list(folder.glob("*.png"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -18,6 +19,7 @@ from ..errors import ConfigError, GenerationError, ModelNotFoundError, PickleRef
 from ..prompts.catalogue import StyleCatalogue, subject_kind_for
 from ..prompts.generator import MagicMode, Prompt, PromptGenerator
 from ..prompts.tokens import fit_negative, token_counter_for
+from ..run_lock import RunLock
 from .a1111 import ModelHashes, hashes_for
 from .device import choose_device, free_memory_bytes
 from .pack import Avatar, AvatarPack, PackWriter, read_png_parameters
@@ -317,26 +319,29 @@ class AvatarModel:
         settings = dict(negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
                         guidance_scale=guidance_scale, height=height, width=width, scheduler=scheduler,
                         lora_scale=lora_scale, styles=styles, magic=magic)
-        writer = PackWriter(out_dir) if out_dir is not None else None
-        jobs, done = self._continue_pack(writer, prompts, num_images, seed, settings)
-        position = {job.seed: i for i, job in enumerate(jobs)}  # image i has seed + i: unique within a pack
-        interrupted = False
-        try:
-            for avatar in self._render([j for i, j in enumerate(jobs) if i not in done], batch_size=batch_size,
-                                       progress=progress, callback_on_step_end=callback_on_step_end):
-                i = position[avatar.seed]
-                if writer:
-                    writer.add(avatar, i)
-                done[i] = avatar
-                if on_avatar:
-                    on_avatar(avatar)
-        except KeyboardInterrupt:
-            interrupted = True
-            log.warning("Interrupted: keeping the %d of %d avatars already finished.", len(done), len(jobs))
-        pack = AvatarPack([done[i] for i in sorted(done)], interrupted=interrupted, requested=len(jobs))
-        if writer:
-            writer.finish(pack)
-        return pack
+        with contextlib.ExitStack() as held:
+            if out_dir is not None:  # one writer per folder: a second process fails at once, naming this one
+                held.enter_context(RunLock(out_dir, what="lensa-for-all generate"))
+            writer = PackWriter(out_dir) if out_dir is not None else None
+            jobs, done = self._continue_pack(writer, prompts, num_images, seed, settings)
+            position = {job.seed: i for i, job in enumerate(jobs)}  # image i has seed + i: unique within a pack
+            interrupted = False
+            try:
+                for avatar in self._render([j for i, j in enumerate(jobs) if i not in done], batch_size=batch_size,
+                                           progress=progress, callback_on_step_end=callback_on_step_end):
+                    i = position[avatar.seed]
+                    if writer:
+                        writer.add(avatar, i)
+                    done[i] = avatar
+                    if on_avatar:
+                        on_avatar(avatar)
+            except KeyboardInterrupt:
+                interrupted = True
+                log.warning("Interrupted: keeping the %d of %d avatars already finished.", len(done), len(jobs))
+            pack = AvatarPack([done[i] for i in sorted(done)], interrupted=interrupted, requested=len(jobs))
+            if writer:
+                writer.finish(pack)
+            return pack
 
     def _continue_pack(self, writer: PackWriter | None, prompts: PromptsLike, num_images: int | None,
                        seed: int | None, settings: Mapping[str, Any]) -> tuple[list[Job], dict[int, Avatar]]:
