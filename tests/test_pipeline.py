@@ -11,6 +11,7 @@ import pytest
 from lensa_for_all import Pipeline, PipelineResult
 from lensa_for_all.backends.local import LocalBackend
 from lensa_for_all.errors import ConfigError, RunStateError
+from lensa_for_all.run_lock import LOCK_FILE
 from lensa_for_all.run_state import STATE_FILE, RunState
 from pipeline_helpers import (
     CopyTrainer,
@@ -99,8 +100,8 @@ def test_whole_run_through_local_backend_then_rerun_reuses_everything(tiny_sd: P
     assert trainer.calls == 1 and again.reused == ("photos", "train", "generate")
     assert again.avatars == result.avatars and again.durations == result.durations
     after = tree_state(tmp_path)
-    assert {k: v for k, v in after.items() if not k.endswith(STATE_FILE)} == \
-        {k: v for k, v in before.items() if not k.endswith(STATE_FILE)}
+    assert {k: v for k, v in after.items() if not k.endswith((STATE_FILE, LOCK_FILE))} == \
+        {k: v for k, v in before.items() if not k.endswith((STATE_FILE, LOCK_FILE))}
 
     # resume() rebuilds the pipeline from the state alone and finds everything done
     resumed = Pipeline.resume(result.run_dir, progress=False)

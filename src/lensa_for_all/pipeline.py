@@ -39,7 +39,7 @@ from .errors import (
 from .redaction import options_for_state, options_from_state
 from .run_lock import lock_folders
 from .run_progress import RichRunProgress, RunProgress, SilentProgress
-from .run_state import RunState, files_fingerprint, fingerprint
+from .run_state import RunState, damaged_files, file_check, files_fingerprint, fingerprint, folder_checks
 
 if TYPE_CHECKING:
     from .backends.base import Backend, TrainingProgress, TrainingResult
@@ -457,9 +457,13 @@ class Pipeline:
                           "resolution": self.config.resolution})
         out = run_dir / PHOTOS_DIR
         record = state.stage("photos")
-        if state.is_done("photos", fp) and record and (out / "manifest.json").is_file():
-            self._reused("photos", record)
-            return {**record["outputs"], "reused": True}
+        damaged = _damaged_prepared(out) if state.is_done("photos", fp) and record else None
+        if damaged == []:
+            self._reused("photos", record)  # type: ignore[arg-type]
+            return {**record["outputs"], "reused": True}  # type: ignore[index]
+        if damaged:
+            self.progress.message(f"Prepared photos are missing or damaged ({', '.join(damaged[:3])}): "
+                                  "preparing them again.")
         if record is not None and record.get("fingerprint") != fp:
             self.progress.message("The photos or their settings changed: checking and preparing them again.")
         self.progress.stage_started("photos")
@@ -498,7 +502,11 @@ class Pipeline:
         fp = fingerprint({"photos": photos["prepared"], "config": self.config.to_dict()})
         model_dir = run_dir / MODEL_DIR
         record = state.stage("train")
-        if state.is_done("train", fp) and record and _model_present(run_dir, record["outputs"]):
+        damaged_model = _damaged_model(run_dir, record["outputs"]) if state.is_done("train", fp) and record else []
+        if damaged_model:
+            self.progress.message(f"The trained model is damaged ({', '.join(damaged_model[:3])}): training again "
+                                  "(from its last checkpoint, when there is one).")
+        elif state.is_done("train", fp) and record and _model_present(run_dir, record["outputs"]):
             self._reused("train", record)
             return {**record["outputs"], "model": _model_source(run_dir, record["outputs"]), "reused": True}
         if record is not None and record.get("fingerprint") != fp:
@@ -523,6 +531,7 @@ class Pipeline:
                 result = self.trainer.train(run_dir / PHOTOS_DIR, backend=backend, output_dir=model_dir,
                                             progress=on_progress)
         outputs = {"dir": MODEL_DIR if result.output_dir is not None else None,
+                   "checks": folder_checks(model_dir) if result.output_dir is not None else {},
                    "artifact_uri": result.artifact_uri, "job_name": result.job_name, "cost_usd": result.cost_usd,
                    "backend": result.backend, "metrics": dict(result.metrics),
                    "log": str(result.log_path) if result.log_path else None}
@@ -581,9 +590,13 @@ class Pipeline:
         fp = fingerprint({"model": train_record.get("fingerprint"), "trained_at": train_record.get("finished_at"),
                           "prompts": self._prompt_fingerprint(), **args})
         record = state.stage("generate")
-        if state.is_done("generate", fp) and record and all((out / f).is_file() for f in record["outputs"]["files"]):
-            self._reused("generate", record)
-            return {**record["outputs"], "reused": True}
+        damaged_avatars = _damaged_avatars(out, record) if state.is_done("generate", fp) and record else None
+        if damaged_avatars == []:
+            self._reused("generate", record)  # type: ignore[arg-type]
+            return {**record["outputs"], "reused": True}  # type: ignore[index]
+        if damaged_avatars:
+            self.progress.message(f"Avatars missing or damaged ({', '.join(damaged_avatars[:3])}): rendering "
+                                  "only those again.")
         if record is not None and record.get("fingerprint") != fp:
             self.progress.message("The model or the generation settings changed: rendering the avatars again.")
             _remove_avatars(record, out)
@@ -602,13 +615,20 @@ class Pipeline:
             prompts = [_prompt_from_dict(d) for d in earlier["prompts"]]
         else:
             prompts = self._make_prompts(model, num_images, args, seed)
-        done: dict[int, str] = {int(k): v for k, v in (earlier.get("files") or {}).items() if (out / v).is_file()}
+        checks: dict[str, Any] = dict(earlier.get("checks") or {})
+        done = _intact_avatars(out, earlier.get("files") or {}, checks)
+        writer = PackWriter(out)
+        for index in range(num_images):  # PNGs an interrupted run wrote but had not recorded yet
+            adopted = writer.adopt(index, (seed + index) % _MAX_SEED) if index not in done else None
+            if adopted is not None:
+                done[index] = adopted.name
+                checks[adopted.name] = file_check(adopted)
         state.update_progress("generate", seed=seed, prompts=[p.to_dict() for p in prompts],
-                              files={str(k): v for k, v in done.items()})
+                              files={str(k): v for k, v in done.items()},
+                              checks={v: checks[v] for v in done.values() if v in checks})
         if done:
             self.progress.message(f"Keeping the {len(done)} avatars an earlier run finished.")
         self.progress.stage_progress("generate", len(done), num_images)
-        writer = PackWriter(out)
         for start, stop in _missing_runs(num_images, done):
             run_prompts = [prompts[i % len(prompts)] for i in range(start, stop)]
             avatars = model.iter_generate(run_prompts, stop - start, seed=(seed + start) % _MAX_SEED,
@@ -618,13 +638,15 @@ class Pipeline:
                 index = (avatar.seed - seed) % _MAX_SEED
                 path = writer.add(avatar, index)
                 done[index] = path.name
-                state.update_progress("generate", files={str(k): v for k, v in done.items()})
+                checks[path.name] = file_check(path)
+                state.update_progress("generate", files={str(k): v for k, v in done.items()},
+                                      checks={v: checks[v] for v in done.values() if v in checks})
                 self.progress.stage_progress("generate", len(done), num_images)
         files = [done[i] for i in range(num_images)]
         pack = AvatarPack([Avatar.from_png(out / f) for f in files])
         sheet = writer.finish(pack)
         outputs = {"out_dir": str(out.resolve()), "files": files, "contact_sheet": sheet.name if sheet else None,
-                   "seed": seed}
+                   "seed": seed, "checks": {f: checks[f] for f in files if f in checks}}
         seconds = time.monotonic() - t0
         state.finish("generate", outputs, seconds)
         self.progress.stage_finished("generate", seconds=seconds, reused=False, detail=f"{len(files)} avatars")
@@ -684,6 +706,58 @@ def _run_name(run_dir: Path, fp: str) -> str:
     label = re.sub(r"[^A-Za-z0-9-]+", "-", run_dir.resolve().parent.name if run_dir.name == "run"
                    else run_dir.resolve().name).strip("-")[:40] or "run"
     return f"{label}-{fp[:10]}"
+
+
+def _damaged_prepared(folder: Path) -> list[str]:
+    """Prepared photos that are missing or differ from their manifest (``["manifest.json"]`` without one)."""
+    import json
+
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        entries = [(e["file"], e.get("output_sha256")) for e in manifest["photos"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ["manifest.json"]
+    bad = []
+    for name, digest in entries:
+        path = folder / name
+        if not path.is_file():
+            bad.append(f"{name} (missing)")
+        elif digest and files_fingerprint([path])[0][1] != digest:
+            bad.append(f"{name} (contents changed)")
+    return bad
+
+
+def _damaged_model(run_dir: Path, outputs: Mapping[str, Any]) -> list[str]:
+    """Model files recorded by the train stage that are missing or changed (none recorded: nothing to check)."""
+    checks = outputs.get("checks")
+    if not outputs.get("dir") or not isinstance(checks, dict) or not checks:
+        return []
+    return damaged_files(run_dir / outputs["dir"], checks)
+
+
+def _damaged_avatars(out: Path, record: Mapping[str, Any]) -> list[str]:
+    """Avatars of a finished generation that are missing or changed since they were recorded."""
+    outputs = record.get("outputs") or {}
+    files = [f for f in outputs.get("files") or [] if isinstance(f, str)]
+    checks = outputs.get("checks") or {}
+    bad = [f"{f} (missing)" for f in files if not (out / f).is_file()]
+    present = {f: checks[f] for f in files if f in checks and (out / f).is_file()}
+    return bad + damaged_files(out, present)
+
+
+def _intact_avatars(out: Path, files: Mapping[str, str], checks: Mapping[str, Any]) -> dict[int, str]:
+    """The recorded avatars that are still intact, by index; damaged ones are deleted (they are ours, by name)."""
+    intact: dict[int, str] = {}
+    for key, name in files.items():
+        path = out / name
+        if not path.is_file():
+            continue
+        if name in checks and damaged_files(out, {name: checks[name]}):
+            if re.fullmatch(r"[\w.+-]+\.png", name):
+                path.unlink()
+            continue
+        intact[int(key)] = name
+    return intact
 
 
 def _model_present(run_dir: Path, outputs: Mapping[str, Any]) -> bool:

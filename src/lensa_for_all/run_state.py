@@ -19,7 +19,8 @@ from typing import Any
 from .atomic import write_json_atomic
 from .errors import RunStateError
 
-__all__ = ["RunState", "STATE_FILE", "fingerprint", "files_fingerprint"]
+__all__ = ["RunState", "STATE_FILE", "fingerprint", "files_fingerprint", "file_check", "folder_checks",
+           "damaged_files"]
 
 STATE_FILE = "lensa_run.json"
 FORMAT = 1
@@ -70,6 +71,36 @@ def _shape_problem(data: Mapping[str, Any]) -> str | None:
         if files is not None and not (isinstance(files, dict) and all(isinstance(v, str) for v in files.values())):
             return f"stage {name!r} has a malformed progress.files"
     return None
+
+
+def file_check(path: Path) -> list[Any]:
+    """``[size, sha256]`` of a stage output, recorded so a rerun can tell an intact file from a damaged one."""
+    return [path.stat().st_size, _sha256_file(path)]
+
+
+def folder_checks(folder: Path) -> dict[str, list[Any]]:
+    """:func:`file_check` of every file under ``folder``, by path relative to it."""
+    return {p.relative_to(folder).as_posix(): file_check(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def damaged_files(folder: Path, checks: Mapping[str, Any]) -> list[str]:
+    """The recorded files under ``folder`` that are missing or whose size or sha256 changed, as ``name (why)``."""
+    bad = []
+    for name, expected in sorted(checks.items()):
+        path = folder / name
+        if not path.is_file():
+            bad.append(f"{name} (missing)")
+            continue
+        try:
+            size, digest = expected
+        except (TypeError, ValueError):
+            bad.append(f"{name} (no usable record)")
+            continue
+        if path.stat().st_size != size:
+            bad.append(f"{name} ({path.stat().st_size} bytes, {size} written)")
+        elif _sha256_file(path) != digest:
+            bad.append(f"{name} (contents changed)")
+    return bad
 
 
 def _now() -> str:
