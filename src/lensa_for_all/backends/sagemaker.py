@@ -447,16 +447,29 @@ class SageMakerBackend(Backend):
             )
 
     def _on_interrupt(self, job_name: str) -> None:
+        """Stop the job or leave it, and always tell the user which on stderr (whatever the verbosity):
+        a paid job must never run on unseen. Without a terminal to ask, ``None`` leaves it running."""
+        from .interrupt_notice import job_left_running, job_not_stopped, job_stopped
+
         stop = self.stop_on_interrupt
         if stop is None:
-            stop = self.confirm(f"Stop the remote training job {job_name}? [y/N] ")
+            try:
+                stop = self.confirm(f"Stop the remote training job {job_name}? [y/N] ")
+            except KeyboardInterrupt:  # a second Ctrl-C at the question: leave it, and say so
+                stop = False
+        try:
+            region: str | None = self.aws.region
+        except LensaError:  # no region configured: the command then relies on the user's default
+            region = None
         if stop:
             try:
                 self.stop(job_name)
             except Exception as exc:  # the user is leaving; say what happened and keep going
-                self._say(f"Could not stop {job_name}: {exc}. Stop it in the SageMaker console.")
+                _tell(job_not_stopped(job_name, region, exc))
+            else:
+                _tell(job_stopped(job_name, region))
         else:
-            self._say(f"Job {job_name} keeps running. Re-attach with SageMakerBackend().attach({job_name!r}).")
+            _tell(job_left_running(job_name, region))
 
     def _download_artifacts(self, uri: S3Uri, output_dir: Path) -> Path:
         store = self._store(uri.bucket)
@@ -477,6 +490,12 @@ class SageMakerBackend(Backend):
 
 
 # ---- module helpers --------------------------------------------------------------------------------
+
+
+def _tell(message: str) -> None:
+    """A message the user must see: to stderr always, whatever the verbosity (and to the debug log)."""
+    logger.debug(message)
+    print(message, file=sys.stderr, flush=True)
 
 
 def _ask_yes_no(question: str) -> bool:

@@ -1,0 +1,103 @@
+"""Ctrl-C while waiting on a SageMaker job: the user is always told on stderr whether it was stopped or is still
+running, with its name and the exact command to stop it or follow it again."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+from typing import Any
+
+import pytest
+
+from lensa_for_all.backends.sagemaker import SageMakerBackend
+
+ROLE = "arn:aws:iam::123456789012:role/LensaForAllSageMakerRole"
+STOP = "aws sagemaker stop-training-job --training-job-name lensa-job-1 --region us-east-1"
+
+
+def _describe(name: str) -> dict[str, Any]:
+    now = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    return {"TrainingJobName": name, "TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{name}",
+            "TrainingJobStatus": "InProgress", "SecondaryStatus": "Training", "CreationTime": now,
+            "AlgorithmSpecification": {"TrainingInputMode": "File", "TrainingImage": "img"},
+            "ResourceConfig": {"InstanceType": "ml.g5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+            "ModelArtifacts": {"S3ModelArtifacts": f"s3://bkt-x/out/{name}/output/model.tar.gz"}}
+
+
+class _Terminal(io.StringIO):
+    """A stdin that is a terminal, with the user's answer typed in."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def _interrupt_wait(backend: SageMakerBackend, *, stops: bool, stop_fails: bool = False) -> None:
+    from botocore.stub import Stubber
+
+    def interrupt(_s: float) -> None:
+        raise KeyboardInterrupt
+
+    backend.sleep = interrupt
+    sm = backend.aws.client("sagemaker")
+    with Stubber(sm) as stub:
+        stub.add_response("describe_training_job", _describe("lensa-job-1"))
+        if stops and stop_fails:
+            stub.add_client_error("stop_training_job", "AccessDeniedException", "not allowed to stop")
+        elif stops:
+            stub.add_response("stop_training_job", {}, {"TrainingJobName": "lensa-job-1"})
+        with pytest.raises(KeyboardInterrupt):
+            backend.attach("lensa-job-1")
+        stub.assert_no_pending_responses()
+
+
+@pytest.fixture(autouse=True)
+def _no_log_handlers(caplog: pytest.LogCaptureFixture) -> None:
+    logging.getLogger("lensa_for_all").setLevel(logging.CRITICAL)  # the message must not depend on logging
+
+
+def test_without_a_terminal_the_job_is_left_running_and_the_user_is_told_how_to_stop_it(
+        aws_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))  # piped input: nobody to ask, whatever it holds
+    backend = SageMakerBackend(role=ROLE, region="us-east-1", show_progress=False)  # as Pipeline and -q build it
+    _interrupt_wait(backend, stops=False)
+    err = capsys.readouterr().err
+    assert "lensa-job-1 is STILL RUNNING on AWS and billing" in err and STOP in err
+    assert "SageMakerBackend().attach('lensa-job-1')" in err and "run the same lensa-for-all command again" in err
+
+
+def test_at_a_terminal_yes_stops_the_job_and_says_so(aws_env: str, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("sys.stdin", _Terminal("y\n"))
+    backend = SageMakerBackend(role=ROLE, region="us-east-1", show_progress=False)
+    _interrupt_wait(backend, stops=True)
+    captured = capsys.readouterr()
+    assert "Stop the remote training job lensa-job-1? [y/N]" in captured.out
+    assert "lensa-job-1 was asked to STOP" in captured.err and "checkpoints stay in S3" in captured.err
+
+
+def test_at_a_terminal_no_leaves_it_running_and_says_so(aws_env: str, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("sys.stdin", _Terminal("\n"))
+    backend = SageMakerBackend(role=ROLE, region="us-east-1", show_progress=False)
+    _interrupt_wait(backend, stops=False)
+    assert STOP in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("choice", [True, False])
+def test_an_explicit_choice_is_followed_and_reported(aws_env: str, choice: bool,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    backend = SageMakerBackend(role=ROLE, region="us-east-1", show_progress=False, stop_on_interrupt=choice)
+    _interrupt_wait(backend, stops=choice)
+    err = capsys.readouterr().err
+    assert ("was asked to STOP" in err) == choice and ("STILL RUNNING" in err) == (not choice)
+
+
+def test_a_failed_stop_says_the_job_may_still_run_and_how_to_stop_it(aws_env: str,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    backend = SageMakerBackend(role=ROLE, region="us-east-1", show_progress=False, stop_on_interrupt=True)
+    _interrupt_wait(backend, stops=True, stop_fails=True)
+    err = capsys.readouterr().err
+    assert "could not stop SageMaker training job lensa-job-1" in err and "not allowed to stop" in err
+    assert "STILL BE RUNNING" in err and STOP in err
