@@ -30,5 +30,8 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
 fi
 
 echo "setup: installing lensa-for-all[dev]"
-"$PY" -m pip install -q -e ".[dev]"
+# The libraries our packaged code pins in SageMaker containers (src/lensa_for_all/stack.py) are installed at
+# exactly those versions here too, so the tests run what the containers get.
+"$PYTHON" src/lensa_for_all/stack.py > "$VENV/lensa-constraints.txt"
+"$PY" -m pip install -q -e ".[dev]" -c "$VENV/lensa-constraints.txt"
 "$PY" -c "import lensa_for_all, torch; print(f'setup: lensa-for-all {lensa_for_all.__version__}, torch {torch.__version__}')"

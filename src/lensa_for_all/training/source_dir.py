@@ -19,10 +19,13 @@ __all__ = ["package_source_dir", "ENTRY_SCRIPT", "PACKAGED_MODULES", "requiremen
 
 ENTRY_SCRIPT = "lensa_train.py"
 
-# files and folders of lensa_for_all that the entry point imports (relative to the package root), and what
-# the endpoint handler imports (generation, prompts): the launcher copies this package into the model's code/
-PACKAGED_MODULES = ("__init__.py", "py.typed", "errors.py", "atomic.py", "archives.py", "config.py", "subjects.py",
-                    "stack.py", "backends/__init__.py", "backends/base.py", "training", "generation", "prompts")
+# What of lensa_for_all the source dir carries (relative to the package root): every top-level module (the
+# small shared ones: errors, atomic, config, ...; listing them by hand broke each time one was added), and the
+# sub-packages the entry point and the endpoint handler import. The launcher copies the same package into the
+# model's code/ for the endpoint. The CLI, the backends but base, the demo photos and the test kit stay out.
+PACKAGED_MODULES = ("*.py", "py.typed", "backends/__init__.py", "backends/base.py", "training", "generation",
+                    "prompts")
+
 
 _ENTRY_TEXT = '''"""SageMaker entry point written by lensa-for-all's package_source_dir; runs the DreamBooth loop."""
 import sys
@@ -60,14 +63,14 @@ def package_source_dir(config: TrainingConfig, dest: str | os.PathLike[str]) -> 
     if target.exists():
         shutil.rmtree(target)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for rel in PACKAGED_MODULES:
-        src = package_root / rel
-        out = target / rel
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, out, ignore=ignore)
-        elif src.exists():
-            shutil.copy2(src, out)
+    for pattern in PACKAGED_MODULES:
+        for src in sorted(package_root.glob(pattern)):
+            out = target / src.relative_to(package_root)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, out, ignore=ignore)
+            else:
+                shutil.copy2(src, out)
     write_text_atomic(dest / ENTRY_SCRIPT, _ENTRY_TEXT)
     write_text_atomic(dest / "requirements.txt", "\n".join(requirements_for(config)) + "\n")
     config.to_json(dest / "training_config.json")
