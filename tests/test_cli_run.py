@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lensa_for_all.cli.main import EXIT_ERROR, EXIT_INTERRUPTED, main
+from lensa_for_all.cli.main import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, main
 from pipeline_helpers import copy_sample_photos
 
 FAST_TOML = """
@@ -70,10 +70,7 @@ def test_run_json_then_rerun_and_resume_reuse_every_stage(tiny_sd: Path, tmp_pat
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["run", "me"], "Say where the avatars go: --out DIR"),
-    (["run", "--out", "x"], "Name the photo folder"),
     (["run", "me", "--out", "x", "--config", "missing.toml"], "missing.toml does not exist"),
-    (["run", "me", "--resume", "x"], "either PHOTOS or --resume"),
     (["run", "--resume", "nowhere"], "not a lensa-for-all run folder"),
     (["run", "me", "--out", "x", "--base-model", "/no/such/model"], "Photo folder me does not exist"),
 ])
@@ -84,13 +81,30 @@ def test_errors_are_one_paragraph_with_exit_code_1(argv: list[str], message: str
     assert err.startswith("error: ") and message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (["run", "me"], "Say where the avatars go: --out DIR"),
+    (["run", "--out", "x"], "Name the photo folder"),
+    (["run", "me", "--resume", "x"], "either PHOTOS or --resume"),
+    (["run", "me", "--out", "x", "--class", ""], "The subject class (--class, LENSA_CLASS or class in the config file) must not be empty"),
+    (["run", "me", "--out", "x", "--backend", "gpu"], "invalid choice: 'gpu'"),
+])
+def test_usage_errors_exit_with_code_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = int(exc.code or 0)
+    assert code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
 def test_bad_config_file_is_reported_not_raised(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "lensa.toml").write_text("[sagemaker]\ninstance = 'ml.g5.xlarge'\n")  # found in the cwd
     assert main(["run", "me", "--out", "x"]) == EXIT_ERROR
     assert "unknown key(s) ['instance'] in [sagemaker]" in capsys.readouterr().err
 
 
-def test_ctrl_c_exits_130_and_says_how_to_continue(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+def test_ctrl_c_exits_130_and_says_how_to_continue(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_sd: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     from lensa_for_all.pipeline import Pipeline
 
@@ -99,7 +113,7 @@ def test_ctrl_c_exits_130_and_says_how_to_continue(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(Pipeline, "run", interrupted)
     photos = copy_sample_photos(tmp_path / "me", n=4)
-    assert main(["run", str(photos), "--out", "x"]) == EXIT_INTERRUPTED
+    assert main(["run", str(photos), "--out", "x", "--base-model", str(tiny_sd)]) == EXIT_INTERRUPTED
     assert "run the same command again to continue" in capsys.readouterr().err
 
 

@@ -55,6 +55,7 @@ def run_demo(out_dir: str | os.PathLike[str] = DEFAULT_DEMO_DIR, *, size: str = 
     """
     from .backends.local import LocalBackend
     from .config import TrainingConfig
+    from .cpu_threads import cpu_threads_for
     from .pipeline import Pipeline
     from .testing import make_tiny_sd
     from .trainer import DreamBoothTrainer
@@ -83,4 +84,5 @@ def run_demo(out_dir: str | os.PathLike[str] = DEFAULT_DEMO_DIR, *, size: str = 
     pipeline = Pipeline(photos, trainer=DreamBoothTrainer(config), backend=backend, run_dir=out / "run",
                         progress=progress)
     generation.setdefault("num_inference_steps", DEMO_INFERENCE_STEPS)
-    return pipeline.run(num_images=num_images, out_dir=out / "avatars", seed=0, **generation)
+    with cpu_threads_for(base):  # one thread for the tiny models: see benchmarks/README.md, "CPU threads"
+        return pipeline.run(num_images=num_images, out_dir=out / "avatars", seed=0, **generation)

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from .pipeline import Pipeline
     from .subjects import Subject
 
-__all__ = ["RunPlan", "SettingNames", "PYTHON_NAMES", "CLI_NAMES", "make_plan"]
+__all__ = ["RunPlan", "SettingNames", "PYTHON_NAMES", "CLI_NAMES", "make_plan", "check_training"]
 
 _PHOTO_JUNK = frozenset({".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini", ".localized", ".directory"})
 
@@ -173,6 +173,25 @@ def make_plan(pipeline: Pipeline, *, num_images: int, styles: Sequence[str] | No
                    max_cost_usd=max_cost, notes=tuple(notes))
 
 
+def check_training(config: Any, photos: str | os.PathLike[str], *, backend: str = "local",
+                   sagemaker: Mapping[str, Any] | None = None, names: SettingNames = PYTHON_NAMES) -> list[str]:
+    """What ``lensa-for-all train`` checks before training: photos, base model, then device or AWS and cost.
+
+    Returns notes for the user (e.g. no GPU); raises the first problem.
+    """
+    notes: list[str] = []
+    _, count = _check_photos(photos)
+    _check_base_model(config.base_model, config.revision, remote=backend == "sagemaker", names=names, notes=notes)
+    if backend == "sagemaker":
+        options = dict(sagemaker or {})
+        options.setdefault("instance_type", "ml.g5.2xlarge")
+        options.setdefault("spot", True)
+        _check_aws(options, config, max(count, 1), names, notes)
+    else:
+        _check_device(config, names, notes)
+    return notes
+
+
 # -- the checks, cheapest first -------------------------------------------------------------------------
 
 
@@ -201,7 +220,7 @@ def _check_photos(photos: Any) -> tuple[str, int]:
             raise PhotoSetError(f"Photo folder {folder} does not exist or is not a folder; pass the folder that "
                                 "holds the photos.")
         try:
-            files = [p for p in folder.iterdir() if p.name.lower() not in _PHOTO_JUNK
+            files = [p for p in folder.iterdir() if p.name.lower() not in _PHOTO_JUNK and p.name != "manifest.json"
                      and not p.name.startswith(".") and (p.is_file() or p.is_symlink())]
         except OSError as exc:
             raise PhotoSetError(f"Cannot list {folder} ({exc.strerror}); check its permissions.") from exc

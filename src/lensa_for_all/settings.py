@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from .errors import ConfigError
+from .errors import ConfigError, UsageError
 
 __all__ = ["Settings", "load_settings", "find_config_file", "user_config_file", "ENV_VARS", "GENERATION_KEYS",
            "SAGEMAKER_KEYS"]
@@ -40,6 +40,7 @@ SAGEMAKER_KEYS = frozenset({
 ENV_VARS: dict[str, tuple[str, str, type]] = {
     "LENSA_BACKEND": ("", "backend", str),
     "LENSA_CLASS": ("", "subject_class", str),
+    "LENSA_SUBJECT_KIND": ("", "subject_kind", str),
     "LENSA_METHOD": ("", "method", str),
     "LENSA_BASE_MODEL": ("", "base_model", str),
     "LENSA_STEPS": ("", "steps", int),
@@ -54,17 +55,18 @@ ENV_VARS: dict[str, tuple[str, str, type]] = {
     "LENSA_REGION": ("sagemaker", "region", str),
     "LENSA_BUCKET": ("sagemaker", "bucket", str),
     "LENSA_ROLE": ("sagemaker", "role", str),
+    "LENSA_PROFILE": ("sagemaker", "profile", str),
 }
 
-_TOP_KEYS = ("backend", "subject_class", "method", "base_model", "steps", "num_images", "styles", "out", "run_dir",
-             "seed")
+_TOP_KEYS = ("backend", "subject_class", "subject_kind", "method", "base_model", "steps", "num_images", "styles",
+             "out", "run_dir", "seed")
 _TABLES = ("training", "sagemaker", "generation")
 
 
 def _choice(*choices: str) -> Any:
     def check(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
         if value not in choices:
-            raise ConfigError(f"setting {attribute.name!r} must be one of {', '.join(choices)}, not {value!r}")
+            raise UsageError(f"setting {attribute.name!r} must be one of {', '.join(choices)}, not {value!r}")
 
     return check
 
@@ -97,6 +99,8 @@ class Settings:
 
     backend: str = attrs.field(default="local", validator=_choice(*BACKENDS))
     subject_class: str = "person"
+    subject_kind: str | None = attrs.field(default=None, validator=attrs.validators.optional(
+        _choice("person", "pet", "object")))
     method: str = attrs.field(default="lora", validator=_choice(*METHODS))
     base_model: str | None = None
     steps: int | None = attrs.field(default=None, validator=_positive_or_none)
@@ -113,7 +117,8 @@ class Settings:
 
     def __attrs_post_init__(self) -> None:
         if not self.subject_class.strip():
-            raise ConfigError("setting 'class' must not be empty (person, man, woman, dog, cat, ...)")
+            raise UsageError("The subject class (--class, LENSA_CLASS or class in the config file) must not be empty: "
+                             "name what the photos show, e.g. person, man, woman, dog or cat.")
         _check_keys("sagemaker", self.sagemaker, SAGEMAKER_KEYS)
         _check_keys("generation", self.generation, GENERATION_KEYS)
         if self.training:

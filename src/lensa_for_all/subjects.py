@@ -85,7 +85,8 @@ def classes_of_kind(kind: SubjectKind) -> frozenset[str]:
 
 def close_matches(subject_class: str, limit: int = 4) -> list[str]:
     """Known class words spelled like ``subject_class`` (for "did you mean")."""
-    return difflib.get_close_matches(_normalise(subject_class), [*CLASSES, *ALIASES], n=limit, cutoff=0.6)
+    near = difflib.get_close_matches(_normalise(subject_class), [*CLASSES, *ALIASES], n=limit * 2, cutoff=0.6)
+    return list(dict.fromkeys(ALIASES.get(w, w) for w in near))[:limit]
 
 
 def kind_of(subject_class: str, declared: str | None = None) -> SubjectKind:
@@ -103,8 +104,8 @@ def kind_of(subject_class: str, declared: str | None = None) -> SubjectKind:
     return "object"
 
 
-def resolve_subject(subject_class: str, subject_kind: str | None = None, *, class_option: str = "subject_class",
-                    kind_option: str = "subject_kind") -> Subject:
+def resolve_subject(subject_class: str, subject_kind: str | None = None, *, class_option: str = "subject_class=",
+                    kind_option: str = "subject_kind=") -> Subject:
     """The :class:`Subject` for a class word, or :class:`~lensa_for_all.errors.UsageError` saying what to use.
 
     A known word (or alias: ``"people"`` is ``"person"``) has its kind from the table; ``subject_kind``,

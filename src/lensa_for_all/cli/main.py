@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..errors import LensaError
+from ..errors import LensaError, UsageError
+from ..quiet import configure_console
 
 # Exit codes, documented in docs/cli.md.
 EXIT_OK = 0
 EXIT_ERROR = 1  # a LensaError: bad input, unusable photo set, failed job, ...
-EXIT_USAGE = 2  # argparse's own code for bad arguments
+EXIT_USAGE = 2  # argparse's own code for bad arguments; also a UsageError (unknown class or style, ...)
 EXIT_INTERRUPTED = 130
 
 # Modules under lensa_for_all.cli that define ``register(subparsers)``.
@@ -49,15 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    configure_console(verbose=args.verbose, quiet=args.quiet)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
     try:
         return int(args.func(args) or EXIT_OK)
+    except UsageError as exc:  # a value naming nothing that exists (a class, a style), a missing argument
+        if args.verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except LensaError as exc:
         if args.verbose:
             raise

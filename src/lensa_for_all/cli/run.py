@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from ..subjects import SUBJECT_KINDS
+
 EXIT_INTERRUPTED = 130
 
 
@@ -18,7 +20,10 @@ def register(subparsers: Any) -> None:
                     "come from the config file, then LENSA_* environment variables, then these flags.",
     )
     run.add_argument("photos", metavar="PHOTOS", nargs="?", help="folder holding 4-20 photos of one subject")
-    run.add_argument("--class", dest="subject_class", help="person (default), man, woman, dog, cat, ...")
+    run.add_argument("--class", dest="subject_class",
+                     help="what the photos show: person (default), man, woman, dog, cat, teddy bear, ...")
+    run.add_argument("--subject-kind", choices=SUBJECT_KINDS,
+                     help="person, pet or object: needed only for a class lensa-for-all does not list")
     run.add_argument("--out", help="folder for the avatars (env LENSA_OUT); the run folder defaults to OUT/run")
     run.add_argument("--backend", choices=("local", "sagemaker"), help="where to train (default local)")
     run.add_argument("-n", "--num-images", type=int, help="number of avatars (default 40)")
@@ -31,7 +36,10 @@ def register(subparsers: Any) -> None:
     run.add_argument("--run-dir", metavar="DIR", help="run folder for the state, prepared photos and model")
     run.add_argument("--config", metavar="FILE", help="TOML settings file (default ./lensa.toml or the user file)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its own settings")
-    run.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    run.add_argument("--dry-run", action="store_true",
+                     help="check everything and print the plan (stages, photos, steps, time, cost); run nothing")
+    add_sagemaker_flags(run)
+    run.add_argument("--json", action="store_true", help="print the result (or the plan) as JSON on stdout")
     run.set_defaults(func=run_run)
 
     demo = subparsers.add_parser(
@@ -48,10 +56,32 @@ def register(subparsers: Any) -> None:
     demo.set_defaults(func=run_demo)
 
 
+def add_sagemaker_flags(parser: argparse.ArgumentParser) -> None:
+    """The SageMaker flags ``run`` and ``train`` share (each also has an env var and a config key)."""
+    group = parser.add_argument_group("SageMaker (with --backend sagemaker)")
+    group.add_argument("--region", help="AWS region, e.g. us-east-1 (env LENSA_REGION; default: AWS_DEFAULT_REGION "
+                                        "or your AWS profile's region)")
+    group.add_argument("--profile", help="AWS profile from ~/.aws/config (env LENSA_PROFILE; default: AWS_PROFILE)")
+    group.add_argument("--instance-type", metavar="TYPE",
+                       help="training instance, e.g. ml.g5.2xlarge (default; env LENSA_INSTANCE_TYPE)")
+    group.add_argument("--spot", action=argparse.BooleanOptionalAction, default=None,
+                       help="managed spot instances, 60-70%% cheaper (default on; env LENSA_SPOT)")
+    group.add_argument("--max-cost", type=float, metavar="USD",
+                       help="refuse to start, and stop, a job whose cost would pass USD (env LENSA_MAX_COST_USD)")
+
+
+def sagemaker_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The SageMaker flags given on the command line, as ``[sagemaker]`` settings."""
+    given = {"region": args.region, "profile": args.profile, "instance_type": args.instance_type,
+             "spot": args.spot, "max_cost_usd": args.max_cost}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
-    return {"backend": args.backend, "subject_class": args.subject_class, "method": args.method,
-            "base_model": args.base_model, "steps": args.steps, "num_images": args.num_images,
-            "styles": args.styles, "out": args.out, "run_dir": args.run_dir, "seed": args.seed}
+    return {"backend": args.backend, "subject_class": args.subject_class, "subject_kind": args.subject_kind,
+            "method": args.method, "base_model": args.base_model, "steps": args.steps,
+            "num_images": args.num_images, "styles": args.styles, "out": args.out, "run_dir": args.run_dir,
+            "seed": args.seed, "sagemaker": sagemaker_flags(args)}
 
 
 def _print_result(result: Any, args: argparse.Namespace, extra: dict[str, Any] | None = None) -> None:
@@ -62,44 +92,55 @@ def _print_result(result: Any, args: argparse.Namespace, extra: dict[str, Any] |
     # otherwise the progress display has already shown the summary
 
 
-def _quiet_libraries(args: argparse.Namespace) -> None:
-    """Hide diffusers' and transformers' own loading bars under ours (``--verbose`` keeps them)."""
-    if args.verbose:
-        return
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
+def _pipeline_and_arguments(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The pipeline the flags (or ``--resume``) describe and the arguments of its ``run``."""
+    from ..errors import UsageError
+    from ..pipeline import Pipeline
 
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
+    if args.resume:
+        if args.photos:
+            raise UsageError("Pass either PHOTOS or --resume RUN_DIR, not both.")
+        from ..run_state import RunState
+
+        pipeline = Pipeline.load(args.resume, progress=not args.quiet)
+        return pipeline, dict(RunState.load(args.resume).run.get("args", {}))
+    from ..settings import load_settings
+    from ..subjects import resolve_subject
+
+    settings = load_settings(args.config, flags=_flags(args))
+    if not args.photos:
+        raise UsageError("Name the photo folder: lensa-for-all run PHOTOS --out DIR (or --resume RUN_DIR).")
+    if not settings.out and not settings.run_dir:
+        raise UsageError("Say where the avatars go: --out DIR (or LENSA_OUT, or out = \"...\" in the config file).")
+    subject = resolve_subject(settings.subject_class, settings.subject_kind, class_option="--class",
+                              kind_option="--subject-kind")
+    pipeline = Pipeline.from_folder(
+        args.photos, subject_class=subject.name, subject_kind=settings.subject_kind, backend=settings.backend,
+        method=settings.method, base_model=settings.base_model, steps=settings.steps, run_dir=settings.run_dir,
+        sagemaker=settings.sagemaker, progress=not args.quiet, **dict(settings.training),
+    )
+    return pipeline, {"num_images": settings.num_images, "styles": list(settings.styles) or None,
+                      "out_dir": settings.out, "seed": settings.seed, **dict(settings.generation)}
 
 
 def run_run(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
-    from ..pipeline import Pipeline
+    from ..cpu_threads import cpu_threads_for
+    from ..plan import CLI_NAMES
+    from ..quiet import LOG_FILE, library_output_to_file, route_library_output
 
-    _quiet_libraries(args)
+    route_library_output(verbose=args.verbose)
+    pipeline, arguments = _pipeline_and_arguments(args)
+    plan = pipeline.plan(**arguments, names=CLI_NAMES)  # fails here, in seconds, before anything is written
+    if args.dry_run:
+        print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.summary())
+        return 0
+    if not args.quiet:
+        for note in plan.notes:
+            print(f"note: {note}", file=sys.stderr)
     try:
-        if args.resume:
-            if args.photos:
-                raise ConfigError("Pass either PHOTOS or --resume RUN_DIR, not both.")
-            result = Pipeline.resume(args.resume, progress=not args.quiet)
-        else:
-            from ..settings import load_settings
-
-            settings = load_settings(args.config, flags=_flags(args))
-            if not args.photos:
-                raise ConfigError("Name the photo folder: lensa-for-all run PHOTOS --out DIR (or --resume RUN_DIR).")
-            if not settings.out and not settings.run_dir:
-                raise ConfigError("Say where the avatars go: --out DIR (or LENSA_OUT, or out = \"...\" in the "
-                                  "config file).")
-            pipeline = Pipeline.from_folder(
-                args.photos, subject_class=settings.subject_class, backend=settings.backend, method=settings.method,
-                base_model=settings.base_model, steps=settings.steps, run_dir=settings.run_dir,
-                sagemaker=settings.sagemaker, progress=not args.quiet, **dict(settings.training),
-            )
-            result = pipeline.run(num_images=settings.num_images, styles=list(settings.styles) or None,
-                                  out_dir=settings.out, seed=settings.seed, **dict(settings.generation))
+        with library_output_to_file(plan.run_dir / LOG_FILE, verbose=args.verbose), \
+                cpu_threads_for(pipeline.config.base_model):
+            result = pipeline.run(**arguments)
     except KeyboardInterrupt:
         print("interrupted: finished stages and avatars are kept; run the same command again to continue.",
               file=sys.stderr)
@@ -109,9 +150,13 @@ def run_run(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from .. import demo
+    from pathlib import Path
 
-    _quiet_libraries(args)
+    from .. import demo
+    from ..quiet import LOG_FILE, library_output_to_file, route_library_output
+
+    route_library_output(verbose=args.verbose)
+    out = args.out or demo.DEFAULT_DEMO_DIR
     options: dict[str, Any] = {}
     if args.size:
         options["size"] = args.size
@@ -120,7 +165,8 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.num_images:
         options["num_images"] = args.num_images
     try:
-        result = demo.run_demo(args.out or demo.DEFAULT_DEMO_DIR, progress=not args.quiet, **options)
+        with library_output_to_file(Path(out) / "run" / LOG_FILE, verbose=args.verbose):
+            result = demo.run_demo(out, progress=not args.quiet, **options)
     except KeyboardInterrupt:
         print("interrupted: run `lensa-for-all demo` again to continue.", file=sys.stderr)
         return EXIT_INTERRUPTED
