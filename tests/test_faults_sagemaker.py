@@ -101,3 +101,40 @@ def test_a_failed_stop_says_the_job_may_still_run_and_how_to_stop_it(aws_env: st
     err = capsys.readouterr().err
     assert "could not stop SageMaker training job lensa-job-1" in err and "not allowed to stop" in err
     assert "STILL BE RUNNING" in err and STOP in err
+
+
+# -- the endpoint's Hugging Face token ---------------------------------------------------------------------
+
+TOKEN = "hf_ENDPOINTsecretVALUE42"
+
+
+def test_the_endpoint_token_is_not_in_describe_model_but_reaches_the_handler(aws_env: str) -> None:
+    import json
+
+    from lensa_for_all.backends.endpoint_secrets import HF_TOKEN_URI_ENV, load_hf_token
+
+    backend = SageMakerBackend(role=ROLE, region="us-east-1", show_progress=False, hf_token=TOKEN)
+    with backend.deploy("s3://bkt-models/out/job/output/model.tar.gz", instance_type="ml.g4dn.xlarge") as endpoint:
+        sm = backend.aws.client("sagemaker")
+        described = sm.describe_model(ModelName=endpoint.model_name)
+        env = described["PrimaryContainer"]["Environment"]
+        assert TOKEN not in json.dumps(described, default=str) and "HF_TOKEN" not in env
+        uri = env[HF_TOKEN_URI_ENV]
+        bucket, key = uri[5:].split("/", 1)
+        s3 = backend.aws.client("s3")
+        assert s3.head_object(Bucket=bucket, Key=key)["ServerSideEncryption"] in ("AES256", "aws:kms")
+        # what the handler does at start-up in the endpoint container
+        container_env = dict(env)
+        assert load_hf_token(container_env, s3_client=s3) and container_env["HF_TOKEN"] == TOKEN
+        already = {**env, "HF_TOKEN": "set-by-user"}
+        assert not load_hf_token(already, s3_client=s3) and already["HF_TOKEN"] == "set-by-user"
+
+
+def test_the_handler_loads_the_token_before_the_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from lensa_for_all.backends import endpoint_secrets, inference
+
+    calls: list[str] = []
+    monkeypatch.setattr(endpoint_secrets, "load_hf_token", lambda *a, **k: calls.append("token") or False)
+    with pytest.raises(RuntimeError, match="neither a diffusers pipeline nor a LoRA"):
+        inference.model_fn(str(tmp_path))
+    assert calls == ["token"]

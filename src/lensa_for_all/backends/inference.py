@@ -52,9 +52,11 @@ def _scheduler_names() -> list[str]:
 
 def model_fn(model_dir: str, context: Any = None) -> Any:
     """Load the trained model (a full pipeline folder, or a LoRA + manifest on its base) as an AvatarModel."""
+    from lensa_for_all.backends.endpoint_secrets import load_hf_token
     from lensa_for_all.errors import ModelNotFoundError
     from lensa_for_all.generation import AvatarModel
 
+    load_hf_token()  # a private base model's token, from the encrypted S3 object deploy() wrote
     is_pipeline = os.path.isfile(os.path.join(model_dir, "model_index.json"))
     is_lora = os.path.isfile(os.path.join(model_dir, "lensa_manifest.json"))
     if not (is_pipeline or is_lora):

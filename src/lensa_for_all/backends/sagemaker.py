@@ -25,6 +25,7 @@ from ..archives import DEFAULT_MAX_BYTES, safe_extract
 from ..errors import ConfigError, CostLimitExceeded, LensaError, TrainingError, TrainingJobFailed
 from .aws_session import AWSSession, botocore_debug_muted
 from .base import Backend, ProgressCallback, TrainingResult, parse_progress_line
+from .endpoint_secrets import stash_hf_token
 from .images import check_image_uri, training_image_uri
 from .logs import LogTail
 from .pricing import CostEstimate, actual_cost, estimate_cost, instance_spec
@@ -300,7 +301,8 @@ class SageMakerBackend(Backend):
                 self.aws, model_data_url=str(uri), role_arn=self.aws.resolve_role(self.role),
                 instance_type=instance_type, asynchronous=asynchronous, name=endpoint_name, wait=wait,
                 image_uri=image_uri, async_s3_uri=str(S3Uri(bucket, f"{self.prefix}/async")),
-                environment={"HF_TOKEN": token} if token else None,
+                # the token goes to an encrypted S3 object; describe_model shows only its URI
+                environment=stash_hf_token(self._store(bucket), self.prefix, token) if token else None,
                 tags=self.tags, kms_key_id=self.kms_key_id,
             )
 
