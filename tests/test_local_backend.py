@@ -212,14 +212,23 @@ def test_progress_bar_shows_stage_step_and_loss() -> None:
     assert "train" in text and "3/10" in text and "loss 0.5000" in text and "0.25 s/step" in text
 
 
+@pytest.mark.slow
 def test_relative_paths_work_from_any_working_directory(tiny_sd: Path, photos: Path, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The child runs inside the source dir, so relative paths must be resolved before it starts."""
-    cfg = tiny_config(tiny_sd, "lora", with_prior_preservation=False)
+    """The child runs inside the source dir, so relative paths must be resolved before it starts: a real run
+    from relative paths reads the photos, trains, and writes the model and checkpoints where they were named."""
+    import shutil
+
+    cfg = tiny_config(tiny_sd, "lora", with_prior_preservation=False, train_text_encoder=False, max_train_steps=2,
+                      checkpointing_steps=1)
     DreamBoothTrainer(cfg).package_source_dir(tmp_path / "source")
+    shutil.copytree(photos, tmp_path / "pics")
     monkeypatch.chdir(tmp_path)
-    code = run_entry_point("source", channels={"instance": photos}, model_dir="opt/model",
-                           output_dir="opt/output", checkpoint_dir="opt/checkpoints",
-                           hyperparameters={"learning_rate": -1})
-    assert code != 0
-    assert (read_failure(tmp_path / "opt" / "output") or "").startswith("ConfigError: TrainingConfig.learning_rate")
+    code = run_entry_point("source", channels={"instance": "pics"}, model_dir="opt/model",
+                           output_dir="opt/output", checkpoint_dir="opt/checkpoints")
+    assert code == 0, read_failure(tmp_path / "opt" / "output")
+    assert (tmp_path / "opt" / "model" / "pytorch_lora_weights.safetensors").is_file()
+    assert (tmp_path / "opt" / "checkpoints" / "checkpoint-000001" / "manifest.json").is_file()
+    metrics = json.loads((tmp_path / "opt" / "output" / "data" / "metrics.json").read_text())
+    assert metrics["num_photos"] == len(list(photos.iterdir()))
+    assert not (tmp_path / "source" / "opt").exists() and not (tmp_path / "source" / "pics").exists()
