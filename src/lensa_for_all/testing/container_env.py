@@ -145,18 +145,35 @@ def build_env(spec: EnvSpec, requirements: str | None = None, *, cache_root: Pat
     A failed image layer raises RuntimeError with pip's output; a failed requirements install does not raise:
     it is recorded (``install_log``) for the test to assert on, like a container that fails to start.
     """
+    import fcntl
+
     requirements = requirements or ""
     root = cache_root or default_cache_root()
     final = root / f"{spec.name}-{spec.key(requirements)}"
-    if (final / "lensa_env.json").is_file():
-        meta = json.loads((final / "lensa_env.json").read_text(encoding="utf-8"))
-        return ContainerEnv(path=final, spec=spec, install_log=meta["install_log"], pip_check=meta["pip_check"],
-                            pip_check_ok=meta["pip_check_ok"])
+    root.mkdir(parents=True, exist_ok=True)
+    # one builder at a time per environment: parallel test runs share the cache
+    with open(root / f"{final.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_locked(spec, requirements, final)
+
+
+def _cached(spec: EnvSpec, final: Path) -> ContainerEnv | None:
+    meta_path = final / "lensa_env.json"
+    if not (meta_path.is_file() and (final / "pyvenv.cfg").is_file()):
+        return None
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    return ContainerEnv(path=final, spec=spec, install_log=meta["install_log"], pip_check=meta["pip_check"],
+                        pip_check_ok=meta["pip_check_ok"])
+
+
+def _build_locked(spec: EnvSpec, requirements: str, final: Path) -> ContainerEnv:
+    cached = _cached(spec, final)
+    if cached is not None:
+        return cached
     python = find_python(spec.python)
-    building = final.with_name(final.name + ".building")
+    building = final.with_name(f"{final.name}.building")
     if building.exists():
         shutil.rmtree(building)
-    root.mkdir(parents=True, exist_ok=True)
     subprocess.run([str(python), "-m", "venv", str(building)], check=True, capture_output=True)
     env_python = building / "bin" / "python"
     log: list[str] = []
@@ -175,8 +192,9 @@ def build_env(spec: EnvSpec, requirements: str | None = None, *, cache_root: Pat
         _pip(env_python, ["install", "-r", str(req)], log)
         install_log = log[-1]
     check = _pip(env_python, ["check"], log)
+    check_text = log[-1]
     meta = {"spec": attrs.asdict(spec), "requirements": requirements, "install_log": install_log,
-            "pip_check": log[-1], "pip_check_ok": check.returncode == 0, "python": str(python)}
+            "pip_check": check_text, "pip_check_ok": check.returncode == 0, "python": str(python)}
     (building / "lensa_env.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     (building / "build.log").write_text("\n\n".join(log), encoding="utf-8")
     # the venv's scripts name their own folder; the env is used through `python -m`, which does not care,
@@ -184,8 +202,8 @@ def build_env(spec: EnvSpec, requirements: str | None = None, *, cache_root: Pat
     if final.exists():
         shutil.rmtree(final)
     os.replace(building, final)
-    return ContainerEnv(path=final, spec=spec, install_log=install_log, pip_check=meta["pip_check"],
-                        pip_check_ok=bool(meta["pip_check_ok"]))
+    return ContainerEnv(path=final, spec=spec, install_log=install_log, pip_check=check_text,
+                        pip_check_ok=check.returncode == 0)
 
 
 def _main(argv: Sequence[str]) -> int:
