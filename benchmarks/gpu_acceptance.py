@@ -36,11 +36,11 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +66,9 @@ PHASES = ("wheels", "environment", "gpu tests", "inputs", "flops", "train LoRA",
           "SDXL 1024 px")
 # Wall-time shares (seconds) on an H100/H200; they add up to the default 480 s budget. The wheel step
 # comes before the budget starts.
-PHASE_BUDGET_S = {"environment": 20, "gpu tests": 120, "inputs": 50, "flops": 30, "train LoRA": 100,
-                  "train full": 110, "generate 512 px": 50, "SDXL 1024 px": 0}
+PHASE_BUDGET_S = {"environment": 20, "gpu tests": 110, "inputs": 40, "flops": 30, "train LoRA": 110,
+                  "train full": 120, "generate 512 px": 50, "SDXL 1024 px": 0}
+GPU_BUDGET_S, DRY_RUN_BUDGET_S = 480.0, 1800.0
 # A phase is skipped when less than this is left of the whole budget.
 PHASE_MIN_S = {"environment": 5, "gpu tests": 30, "inputs": 10, "flops": 10, "train LoRA": 40, "train full": 40,
                "generate 512 px": 20, "SDXL 1024 px": 0}
@@ -218,35 +219,49 @@ def gpu_test_files(tests: Path) -> list[Path]:
     return sorted(p for p in tests.glob("test_*.py") if GPU_TEST_MARKER in p.read_text(encoding="utf-8"))
 
 
-def run_gpu_tests(out: Path, timeout: float) -> dict[str, Any]:
-    files = gpu_test_files(ROOT / "tests")
-    junit = Path(tempfile.mkdtemp(prefix="gpu-tests-")) / "junit.xml"
-    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rfEs", "-p", "no:cacheprovider",
-           f"--junitxml={junit}", *map(str, files)]
-    log = out / TESTS_LOG
-    with log.open("w") as fh:
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, timeout=timeout, check=False,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+_TEST_LINE = re.compile(r"^(\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)(?: \((.*)\))?")
+
+
+def parse_pytest_log(text: str) -> dict[str, Any]:
+    """Per-test outcomes from ``pytest -v`` output (also from a run cut short by the time limit)."""
     counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
     failures: list[str] = []
     skip_reasons: set[str] = set()
-    if junit.is_file():
-        for case in ET.parse(junit).getroot().iter("testcase"):
-            name = f"{case.get('classname', '')}::{case.get('name', '')}"
-            if case.find("failure") is not None:
-                counts["failed"] += 1
-                failures.append(name)
-            elif case.find("error") is not None:
-                counts["errors"] += 1
-                failures.append(name)
-            elif (skipped := case.find("skipped")) is not None:
-                counts["skipped"] += 1
-                skip_reasons.add(skipped.get("message", ""))
-            else:
-                counts["passed"] += 1
-    return {"exit_code": proc.returncode, "files": [f.name for f in files], **counts, "failures": failures,
-            "skip_reasons": sorted(skip_reasons), "log": TESTS_LOG,
-            "ok": proc.returncode in (0, 5) and not failures}
+    for line in text.splitlines():
+        m = _TEST_LINE.match(line.strip())
+        if not m:
+            continue
+        name, outcome, reason = m.groups()
+        if outcome in ("PASSED", "XFAIL", "XPASS"):
+            counts["passed"] += 1
+        elif outcome == "SKIPPED":
+            counts["skipped"] += 1
+            skip_reasons.add(reason or "")
+        else:
+            counts["failed" if outcome == "FAILED" else "errors"] += 1
+            failures.append(name)
+    return {**counts, "failures": failures, "skip_reasons": sorted(skip_reasons)}
+
+
+def run_gpu_tests(out: Path, timeout: float) -> dict[str, Any]:
+    """``pytest -m gpu -v`` over the files with gpu tests; killed at ``timeout`` with what finished kept."""
+    files = gpu_test_files(ROOT / "tests")
+    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-v", "-rfEs", "--durations=15", "-p", "no:cacheprovider",
+           *map(str, files)]
+    log = out / TESTS_LOG
+    timed_out = False
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+            timed_out = True
+    results = parse_pytest_log(log.read_text(errors="replace"))
+    return {"exit_code": code, "timed_out": timed_out, "files": [f.name for f in files], **results,
+            "log": TESTS_LOG, "ok": not timed_out and code in (0, 5) and not results["failures"]}
 
 
 def reference_scripts(folder: Path) -> tuple[dict[str, Path] | None, str | None]:
@@ -371,7 +386,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         note = ph.get("reason", "")
         if name == "gpu tests" and ph.get("status") in ("ok", "failed"):
             r = ph["results"]
-            note = (f"{r['passed']} passed, {r['failed']} failed, {r['errors']} errors, {r['skipped']} skipped"
+            note = (("cut off by its time limit; " if r.get("timed_out") else "")
+                    + f"{r['passed']} passed, {r['failed']} failed, {r['errors']} errors, {r['skipped']} skipped"
                     + (f"; failing: {', '.join(r['failures'])}" if r["failures"] else ""))
         lines.append(f"| {name} | {ph['status']} | {_fmt(ph.get('wall_s'), '.1f')} | {note.splitlines()[0] if note else ''} |")
     settings = report["settings"]
@@ -452,6 +468,17 @@ def evaluate_targets(phases: dict[str, Any]) -> dict[str, str]:
 # Orchestrator
 # ---------------------------------------------------------------------------------------------------
 
+def code_version(wheels: Path) -> dict[str, Any]:
+    """The commit measured: from git, else (a copy of the tree without .git, as on the device machine)
+    from ``LENSA_COMMIT`` or the commit ``gpu_wheels.sh`` recorded beside the wheels."""
+    version = train_throughput.code_version()
+    if not version["commit"]:
+        recorded = wheels / "SOURCE_COMMIT"
+        version["commit"] = os.environ.get("LENSA_COMMIT") or (
+            recorded.read_text().strip() + " (when the wheels were built)" if recorded.is_file() else "")
+    return version
+
+
 def settings_for(args: argparse.Namespace) -> dict[str, Any]:
     eight_bit = importlib.util.find_spec("bitsandbytes") is not None
     if args.dry_run:
@@ -500,7 +527,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-wheels", action="store_true", help="use what is installed; skip the wheel step")
     p.add_argument("--reference-dir", type=Path, help="folder holding diffusers' train_dreambooth{,_lora}.py "
                    "(default: WHEELS/reference)")
-    p.add_argument("--budget", type=float, default=480.0, help="wall-time budget in seconds after the wheels")
+    p.add_argument("--budget", type=float, help="wall-time budget in seconds after the wheels; each phase's share "
+                   f"scales with it (default {GPU_BUDGET_S:.0f}; dry run {DRY_RUN_BUDGET_S:.0f}: a shared CPU is slow)")
     p.add_argument("--steps", type=int, default=25, help="training steps per run (GPU)")
     p.add_argument("--warmup", type=int, default=5, help="steps left out of the median (GPU)")
     p.add_argument("--num-images", type=int, default=8, help="images per generation side (GPU)")
@@ -513,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         return _worker_main(argv[1:])
     args = parse_args(argv)
     report: dict[str, Any] = {"started_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                              "dry_run": args.dry_run, "budget_s": args.budget, "phases": {}}
+                              "dry_run": args.dry_run, "phases": {}}
     # 1. wheels, then the same script again with them (and this checkout's src/) on the path
     if args.dry_run or args.no_wheels or os.environ.get("LENSA_GPU_WHEELS_INSTALLED"):
         reason = ("dry run" if args.dry_run else
@@ -545,8 +573,12 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     settings = settings_for(args)
     report["settings"] = settings
-    report["code"] = train_throughput.code_version()
-    budget = Budget(args.budget, PHASE_BUDGET_S, PHASE_MIN_S)
+    report["code"] = code_version(args.wheels)
+    total = args.budget or (DRY_RUN_BUDGET_S if args.dry_run else GPU_BUDGET_S)
+    scale = total / GPU_BUDGET_S
+    budget = Budget(total, {k: v * scale for k, v in PHASE_BUDGET_S.items()},
+                    {k: v * scale for k, v in PHASE_MIN_S.items()})
+    report["budget_s"] = total
 
     env = run_phase(report, "environment", budget, lambda t: _run_worker(["environment"], t, settings["threads"]))
     report["environment"] = env

@@ -75,6 +75,10 @@ for wheel in folder.glob("bitsandbytes-*.whl"):
 EOF
 fi
 
+# the commit these wheels and the tree were taken at (the device's copy of the tree has no .git)
+echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo ' + uncommitted src changes')" \
+  > "$WHEELS/SOURCE_COMMIT"
+
 # 4. the reference scripts
 if [ -n "${DIFFUSERS_CHECKOUT:-}" ]; then
   for script in train_dreambooth.py train_dreambooth_lora.py; do
@@ -91,7 +95,7 @@ tree_bytes() { git ls-files -z -co --exclude-standard | xargs -0 -r "$PY" -c \
   "$PY" -c "import sys; print(sum(int(x) for x in sys.stdin.read().split()))"; }
 limit=$((LIMIT_MIB * 1024 * 1024))
 tree=$(tree_bytes)
-wheels=$(size_of "$WHEELS"/*.whl "$WHEELS"/reference/*)
+wheels=$(size_of "$WHEELS"/*.whl "$WHEELS"/reference/* "$WHEELS"/SOURCE_COMMIT)
 if [ $((tree + wheels)) -gt "$limit" ] && ls "$WHEELS"/bitsandbytes-*.whl >/dev/null 2>&1; then
   echo "gpu_wheels: over the ${LIMIT_MIB} MiB limit with bitsandbytes; leaving it out (8-bit Adam will be skipped)"
   rm -f "$WHEELS"/bitsandbytes-*.whl

@@ -123,3 +123,17 @@ def test_gpu_test_files_are_those_with_gpu_marks(acceptance: object) -> None:
     assert {"test_gpu_training.py", "test_gpu_generation.py", "test_training_loop.py",
             "test_generation.py", "test_endpoint.py"} <= names
     assert "test_photos.py" not in names and "test_gpu_acceptance_dry_run.py" not in names
+
+
+def test_pytest_outcomes_are_read_from_a_cut_off_verbose_log(acceptance: object) -> None:
+    log = "\n".join([
+        "tests/test_gpu_training.py::test_full[fp16] PASSED                  [ 10%]",
+        "tests/test_gpu_training.py::test_full[bf16] FAILED                  [ 20%]",
+        "tests/test_gpu_training.py::test_two_gpus SKIPPED (needs 2 GPUs; this machine has 1) [ 30%]",
+        "tests/test_gpu_generation.py::test_fp16[None] ERROR                 [ 40%]",
+        "tests/test_gpu_generation.py::test_fp16[euler_a] ",  # killed mid-test
+    ])
+    r = acceptance.parse_pytest_log(log)  # type: ignore[attr-defined]
+    assert (r["passed"], r["failed"], r["errors"], r["skipped"]) == (1, 1, 1, 1)
+    assert r["failures"] == ["tests/test_gpu_training.py::test_full[bf16]", "tests/test_gpu_generation.py::test_fp16[None]"]
+    assert r["skip_reasons"] == ["needs 2 GPUs; this machine has 1"]
