@@ -266,3 +266,23 @@ def test_full_artifact_loads_with_older_transformers(transformers_version: str, 
     assert report["missing"] == []
     assert not [line for line in loaded.stderr.splitlines() if any(s in line for s in NEWLY_INITIALISED)]
     assert report["ids"] == CLIPTokenizer.from_pretrained(out / "tokenizer")("a photo of ohwx dog").input_ids
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("image", [i for i in TRAINING_IMAGES if not i.default], ids=lambda i: i.name)
+def test_alternative_training_image_installs_and_trains(image: Any, requirements_txt: str, tiny_sd: Path,
+                                                        tmp_path: Path) -> None:
+    """The tested alternatives (e.g. the HF training DLC, with its own diffusers/peft preinstalled) work too."""
+    env = _stand_in(EnvSpec.for_image(image), requirements_txt)
+    _assert_clean_install(env)
+    source = _source_dir(tiny_sd, "lora-te-prior", tmp_path / "src")
+    photos = make_png_folder(tmp_path / "photos", count=4, size=72)
+    model, output = tmp_path / "model", tmp_path / "output"
+    environ = {"SM_CHANNEL_INSTANCE": str(photos), "SM_MODEL_DIR": str(model), "SM_OUTPUT_DIR": str(output),
+               "SM_OUTPUT_DATA_DIR": str(output / "data"), "SM_HPS": "{}", "SM_NUM_GPUS": "0",
+               "LENSA_CHECKPOINT_DIR": str(tmp_path / "ck")}
+    ran = env.run([str(source / "lensa_train.py")], cwd=source, env=environ, timeout=900)
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-2000:]
+    manifest = json.loads((model / "lensa_manifest.json").read_text())
+    assert manifest["steps"] == 2 and manifest["train_text_encoder"] is True
+    assert (model / "pytorch_lora_weights.safetensors").is_file()
