@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lensa_for_all.cli.main import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, main
+from lensa_for_all.cli.main import EXIT_ERROR, EXIT_USAGE, main
 from pipeline_helpers import copy_sample_photos
 
 FAST_TOML = """
@@ -104,17 +104,7 @@ def test_bad_config_file_is_reported_not_raised(tmp_path: Path, capsys: pytest.C
     assert "unknown key(s) ['instance'] in [sagemaker]" in capsys.readouterr().err
 
 
-def test_ctrl_c_exits_130_and_says_how_to_continue(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_sd: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from lensa_for_all.pipeline import Pipeline
-
-    def interrupted(self: Pipeline, *args: object, **kwargs: object) -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Pipeline, "run", interrupted)
-    photos = copy_sample_photos(tmp_path / "me", n=4)
-    assert main(["run", str(photos), "--out", "x", "--base-model", str(tiny_sd)]) == EXIT_INTERRUPTED
-    assert "run the same command again to continue" in capsys.readouterr().err
+# Ctrl-C: a real SIGINT to a real `lensa-for-all run` process is in test_faults_cli.py.
 
 
 @pytest.mark.slow
