@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,13 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def _json(out: str) -> dict:  # type: ignore[type-arg]
     return json.loads(out)
+
+
+def demo_notice_lines() -> list[str]:
+    from lensa_for_all import demo
+
+    return [demo.RANDOM_WEIGHTS_NOTICE, "", "With your own photos and a GPU (or --backend sagemaker), run:",
+            f"  {demo.NEXT_COMMAND}"]
 
 
 @pytest.mark.slow
@@ -108,13 +116,18 @@ def test_bad_config_file_is_reported_not_raised(tmp_path: Path, capsys: pytest.C
 
 
 @pytest.mark.slow
-def test_demo_runs_every_stage_offline_and_says_what_it_is(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_runs_every_stage_offline_and_says_what_it_is(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     from PIL import Image
 
     assert main(["demo", "--out", "demo", "--size", "tiny", "--steps", "3", "-n", "2"]) == 0
-    captured = capsys.readouterr()
+    captured = capfd.readouterr()  # file-descriptor level: a library writing to the real stderr is caught too
     assert "RANDOM weights" in captured.out and "lensa-for-all run photos/me --class person --out avatars/" in captured.out
     assert "Avatars: 2 in" in captured.err  # the summary, under the progress
+    ours = re.compile(r"^(|✓ (prepare photos|train|generate avatars): .*|(Avatars|Model|Photos|Time): .*)$")
+    assert [line for line in captured.err.splitlines() if not ours.match(line)] == []  # nothing but our lines
+    assert captured.out.splitlines() == ["", *demo_notice_lines()]
+    log = (tmp_path / "demo" / "run" / "lensa.log").read_text()
+    assert "diffusers" in log  # the libraries' own messages went to the run's log file instead
     demo = tmp_path / "demo"
     sheet = demo / "avatars" / "contact_sheet.jpg"
     with Image.open(sheet) as im:
@@ -127,5 +140,5 @@ def test_demo_runs_every_stage_offline_and_says_what_it_is(tmp_path: Path, capsy
 
     # again, as a script would: JSON only on stdout, every stage reused
     assert main(["demo", "--out", "demo", "--size", "tiny", "--steps", "3", "-n", "2", "--json"]) == 0
-    result = _json(capsys.readouterr().out)
+    result = _json(capfd.readouterr().out)
     assert result["random_weights"] is True and result["reused"] == ["photos", "train", "generate"]

@@ -18,12 +18,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["ModelSize", "THREADS_BY_SIZE", "model_size", "recommended_threads", "cpu_threads_for"]
+__all__ = ["ModelSize", "THREADS_BY_SIZE", "TRAIN_STEP_S", "model_size", "recommended_threads", "cpu_threads_for"]
 
 ModelSize = Literal["tiny", "small", "sd15"]
 
 THREADS_BY_SIZE: dict[str, int | None] = {"tiny": 1, "small": 1, "sd15": None}
 """Fastest measured thread count per model size; ``None`` means every core."""
+
+TRAIN_STEP_S: dict[str, float] = {"tiny": 0.13, "small": 0.41, "sd15": 60.0}
+"""Measured seconds per LoRA training step on one shared CPU core, per model size (for the plan's estimate)."""
 
 
 def model_size(base_model: str | os.PathLike[str]) -> ModelSize:

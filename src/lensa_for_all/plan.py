@@ -127,7 +127,8 @@ class RunPlan:
             lines.append(f"Cost:    {self.estimate}"
                          + (f"; limit ${self.max_cost_usd:.2f}" if self.max_cost_usd is not None else ""))
         elif self.train_minutes is not None:
-            lines.append(f"Time:    about {self.train_minutes:.0f} min of training on an A10G-class GPU")
+            where = "this CPU" if self.device == "cpu" else "an A10G-class GPU"
+            lines.append(f"Time:    about {max(self.train_minutes, 1):.0f} min of training on {where}")
         lines.append(f"Run:     {self.run_dir}")
         lines.append(f"Out:     {self.out_dir}")
         lines += [f"Note:    {n}" for n in self.notes]
@@ -159,9 +160,7 @@ def make_plan(pipeline: Pipeline, *, num_images: int, styles: Sequence[str] | No
     max_cost = None
     if backend_kind == "local":
         device = _check_device(config, names, notes)
-        from .backends.pricing import FIXED_OVERHEAD_S, estimate_cost
-
-        minutes = max(1.0, (estimate_cost(config, max(count, 1)).seconds - FIXED_OVERHEAD_S) / 60)
+        minutes = _local_minutes(config, count, device)
     elif backend_kind == "sagemaker":
         options = _sagemaker_options(pipeline)
         max_cost = options.get("max_cost_usd")
@@ -335,6 +334,20 @@ def _check_device(config: Any, names: SettingNames, notes: list[str]) -> str:
         notes.append("No GPU found: training a full-size Stable Diffusion model on the CPU takes many hours. "
                      "Use a machine with a GPU, or --backend sagemaker.")
     return device
+
+
+def _local_minutes(config: Any, num_photos: int, device: str) -> float | None:
+    """Training minutes: measured CPU seconds per step by model size on CPU, an A10G's speed on a GPU."""
+    if device == "cpu":
+        from .cpu_threads import TRAIN_STEP_S, model_size
+
+        per_step = TRAIN_STEP_S[model_size(config.base_model)] * (2 if config.with_prior_preservation else 1)
+        return config.resolve_max_train_steps(max(num_photos, 1)) * per_step / 60
+    if device.startswith("cuda"):
+        from .backends.pricing import FIXED_OVERHEAD_S, estimate_cost
+
+        return max(1.0, (estimate_cost(config, max(num_photos, 1)).seconds - FIXED_OVERHEAD_S) / 60)
+    return None
 
 
 def _looks_full_size(base_model: str) -> bool:

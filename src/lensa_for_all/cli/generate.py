@@ -26,6 +26,8 @@ def register(subparsers: Any) -> None:
     )
     prompts.add_argument("--class", dest="subject_class", default="person",
                          help="person (default), man, woman, dog, cat, pet, ...")
+    prompts.add_argument("--subject-kind", choices=("person", "pet", "object"), default=None,
+                         help="person, pet or object: needed only for a class lensa-for-all does not list")
     prompts.add_argument("--token", default="ohwx", help="the subject's rare token (default ohwx)")
     prompts.add_argument("-n", type=int, default=20, help="how many prompts (default 20)")
     prompts.add_argument("--seed", type=int, help="seed for the style order and MagicPrompt")
@@ -41,7 +43,8 @@ def register(subparsers: Any) -> None:
                     "endpoint:NAME for a SageMaker endpoint) into --out, with PNG metadata, avatars.json and "
                     "a contact sheet.",
     )
-    gen.add_argument("model", metavar="MODEL")
+    gen.add_argument("model", metavar="MODEL",
+                     help="a trained model folder, an s3:// model.tar.gz, a Hub id, or endpoint:NAME")
     gen.add_argument("--out", required=True, help="output folder")
     gen.add_argument("-n", "--num-images", type=int, default=40, help="number of avatars (default 40)")
     gen.add_argument("--seed", type=int, help="seed of the first image; image i gets seed+i (default: random)")
@@ -50,8 +53,10 @@ def register(subparsers: Any) -> None:
     gen.add_argument("--negative-prompt", help="replace the default negative prompt")
     gen.add_argument("--steps", dest="num_inference_steps", type=int, help="denoising steps (default per sampler)")
     gen.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default per style, ~7.5)")
-    gen.add_argument("--width", type=int)
-    gen.add_argument("--height", type=int)
+    gen.add_argument("--width", type=int, metavar="PX",
+                     help="image width, a multiple of 8 (default: the model's training resolution)")
+    gen.add_argument("--height", type=int, metavar="PX",
+                     help="image height, a multiple of 8 (default: the model's training resolution)")
     gen.add_argument("--scheduler", help="dpmpp_2m_karras (default), euler_a, ddim, unipc, ...")
     gen.add_argument("--lora-scale", type=float, help="strength of a LoRA model (default 1.0)")
     gen.add_argument("--batch-size", type=int, help="images per pipeline call (default: what memory allows)")
@@ -67,8 +72,11 @@ def register(subparsers: Any) -> None:
 
 def run_prompts(args: argparse.Namespace) -> int:
     from ..prompts import PromptGenerator
+    from ..subjects import resolve_subject
 
-    gen = PromptGenerator(args.token, args.subject_class, extra_catalogue=args.catalogue,
+    subject = resolve_subject(args.subject_class, args.subject_kind, class_option="--class",
+                              kind_option="--subject-kind")
+    gen = PromptGenerator(args.token, subject.name, subject_kind=subject.kind, extra_catalogue=args.catalogue,
                           tokenizer=args.tokenizer, **_magic_model(args))
     if args.list:
         for group in gen.catalogue.groups():

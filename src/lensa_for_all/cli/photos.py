@@ -13,6 +13,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("photos", metavar="PHOTOS", help="folder holding the photos of one subject")
     parser.add_argument("--class", dest="subject_class", default="person",
                         help="what the photos show: person (default; faces are checked), or pet, dog, cat, ...")
+    parser.add_argument("--subject-kind", choices=("person", "pet", "object"), default=None,
+                        help="person, pet or object: needed only for a class lensa-for-all does not list")
     parser.add_argument("--min-photos", type=int, default=4, help="fewest usable photos to accept (default 4)")
     parser.add_argument("--min-side", type=int, default=256,
                         help="reject photos whose short side is under this many pixels (default 256)")
@@ -37,10 +39,13 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     """The PhotoSet and its report; a set with too few photos gives (None, its report)."""
     from ..errors import TooFewPhotosError
     from ..photos import PhotoSet
+    from ..subjects import resolve_subject
 
+    subject = resolve_subject(args.subject_class, args.subject_kind, class_option="--class",
+                              kind_option="--subject-kind")
     try:
-        ps = PhotoSet.from_folder(args.photos, subject_class=args.subject_class, min_photos=args.min_photos,
-                                  min_side=args.min_side)
+        ps = PhotoSet.from_folder(args.photos, subject_class=subject.name, min_photos=args.min_photos,
+                                  min_side=args.min_side, subject_kind=subject.kind)
     except TooFewPhotosError as exc:
         if exc.report is None:
             raise
