@@ -231,3 +231,8 @@ def test_an_hf_token_given_to_the_pipeline_never_reaches_the_run_state(tmp_path:
     loaded = Pipeline.load(run_dir, progress=Recorder())
     assert loaded.sagemaker_options == {"bucket": "b", "environment": {}}
     assert any("hf_token, environment.MY_PASSWD" in m and "HF_TOKEN" in m for m in messages)
+
+
+def test_a_session_object_is_dropped_from_the_state_without_asking_for_it_again() -> None:
+    stored = options_for_state({"boto_session": object(), "bucket": "b"})
+    assert stored == {"bucket": "b"}

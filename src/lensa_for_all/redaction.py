@@ -55,7 +55,8 @@ def without_secrets(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str
     from where it came from (the environment, e.g. ``HF_TOKEN``).
     """
     kept = {k: v for k, v in values.items() if not is_secret_name(str(k))}
-    given = sorted(str(k) for k, v in values.items() if is_secret_name(str(k)) and v not in (None, ""))
+    # only text is a secret to supply again; an object such as a boto3 session is just dropped
+    given = sorted(str(k) for k, v in values.items() if is_secret_name(str(k)) and isinstance(v, (str, bytes)) and v)
     return kept, given
 
 
