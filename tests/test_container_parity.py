@@ -24,12 +24,14 @@ from typing import Any
 
 import pytest
 
+from lensa_for_all.backends import inference
 from lensa_for_all.backends.images import INFERENCE_IMAGE, TRAINING_IMAGE, TRAINING_IMAGES
 from lensa_for_all.stack import PINNED
 from lensa_for_all.testing.container_env import ContainerEnv, EnvSpec, build_env, find_python
 from sagemaker_helpers import make_png_folder, play_on_start
 
 ROLE = "arn:aws:iam::123456789012:role/LensaForAllSageMakerRole"
+INFERENCE_HANDLER = Path(inference.__file__)
 # what an artifact's loader must never print: a weight that was not in the files
 NEWLY_INITIALISED = ("newly initialized", "newly initialised", "were not initialized", "MISSING")
 
@@ -111,6 +113,15 @@ def test_packaged_source_dir_imports_everything_the_container_runs(tiny_sd: Path
         import lensa_for_all.training.entry, lensa_for_all.training.loop, lensa_for_all.training.artifacts
         import lensa_for_all.generation.model, lensa_for_all.prompts.generator
         from lensa_for_all.generation import AvatarModel
+        # the endpoint handler (code/inference.py) beside that package: model_fn's imports must all resolve
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("inference", {str(INFERENCE_HANDLER)!r})
+        handler = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(handler)
+        try:
+            handler.model_fn({str(tmp_path)!r})
+        except RuntimeError as exc:
+            assert "neither a diffusers pipeline" in str(exc), exc
         print("ok")
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,

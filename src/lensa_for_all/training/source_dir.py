@@ -23,8 +23,8 @@ ENTRY_SCRIPT = "lensa_train.py"
 # small shared ones: errors, atomic, config, ...; listing them by hand broke each time one was added), and the
 # sub-packages the entry point and the endpoint handler import. The launcher copies the same package into the
 # model's code/ for the endpoint. The CLI, the backends but base, the demo photos and the test kit stay out.
-PACKAGED_MODULES = ("*.py", "py.typed", "backends/__init__.py", "backends/base.py", "training", "generation",
-                    "prompts")
+PACKAGED_MODULES = ("*.py", "py.typed", "backends/__init__.py", "backends/base.py", "backends/endpoint_secrets.py",
+                    "training", "generation", "prompts")
 
 
 _ENTRY_TEXT = '''"""SageMaker entry point written by lensa-for-all's package_source_dir; runs the DreamBooth loop."""
