@@ -67,7 +67,7 @@ def test_a_state_file_of_the_wrong_shape_is_a_run_state_error(tmp_path: Path, da
         RunState.load(tmp_path)
 
 
-def test_a_wrong_shaped_state_file_stops_the_pipeline_with_a_run_state_error(tmp_path: Path) -> None:
+def test_a_wrong_shaped_state_file_stops_the_pipeline_with_a_run_state_error(tmp_path: Path, tiny_sd: Path) -> None:
     from lensa_for_all import Pipeline
     from lensa_for_all.testing.photos import make_photos
 
@@ -76,7 +76,8 @@ def test_a_wrong_shaped_state_file_stops_the_pipeline_with_a_run_state_error(tmp
     run_dir.mkdir()
     (run_dir / "lensa_run.json").write_text(json.dumps({"format": 1, "run": {}, "stages": {"photos": []}}))
     with pytest.raises(RunStateError, match="stage 'photos' is not an object"):
-        Pipeline(photos, run_dir=run_dir, progress=False).run(num_images=1)
+        Pipeline.from_folder(photos[0].parent, base_model=str(tiny_sd), run_dir=run_dir, progress=False).run(
+            num_images=1)
 
 
 # -- hostile and truncated tarballs ----------------------------------------------------------------------
@@ -207,7 +208,7 @@ def test_run_state_options_keep_no_secret_value_but_record_that_one_was_given() 
     assert "secrets_given" not in rebuilt and given == ["hf_token", "environment.MY_PASSWD"]
 
 
-def test_an_hf_token_given_to_the_pipeline_never_reaches_the_run_state(tmp_path: Path) -> None:
+def test_an_hf_token_given_to_the_pipeline_never_reaches_the_run_state(tmp_path: Path, tiny_sd: Path) -> None:
     from lensa_for_all import Pipeline
     from lensa_for_all.errors import TooFewPhotosError
     from lensa_for_all.run_progress import RunProgress
@@ -217,7 +218,8 @@ def test_an_hf_token_given_to_the_pipeline_never_reaches_the_run_state(tmp_path:
     run_dir = tmp_path / "run"
     options = {"bucket": "b", "hf_token": "hf_SECRETVALUE", "environment": {"MY_PASSWD": "hunter2"}}
     with pytest.raises(TooFewPhotosError):
-        Pipeline(photos, run_dir=run_dir, sagemaker=options, progress=False).run(num_images=1)
+        Pipeline.from_folder(photos[0].parent, base_model=str(tiny_sd), run_dir=run_dir, sagemaker=options,
+                             progress=False).run(num_images=1)
     text = "".join(p.read_text(errors="replace") for p in run_dir.rglob("*") if p.is_file())
     assert "hf_SECRETVALUE" not in text and "hunter2" not in text
     assert RunState.load(run_dir).run["sagemaker"]["secrets_given"] == ["hf_token", "environment.MY_PASSWD"]
