@@ -21,9 +21,6 @@ __all__ = ["LOG_FILE", "TRANSLATIONS", "configure_console", "library_output_to_f
 LOG_FILE = "lensa.log"
 """Name of the log file the command line writes into the run folder."""
 
-THIRD_PARTY = ("diffusers", "transformers", "huggingface_hub", "accelerate", "peft", "torch", "PIL", "urllib3",
-               "botocore", "boto3", "s3transfer", "filelock", "py.warnings", "werkzeug")
-
 TRANSLATIONS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"No LoRA keys associated to CLIPTextModel"),
      "Note: this LoRA adapts the UNet only, not the text encoder (expected when the text encoder was not "
@@ -93,13 +90,12 @@ def configure_console(*, verbose: bool = False, quiet: bool = False) -> None:
         console.setLevel(logging.DEBUG)
     else:
         console.setLevel(logging.ERROR if quiet else logging.WARNING)
+        console.addFilter(_translator)  # before _OursOnly: it sees the library records the console then drops
         console.addFilter(_OursOnly())
     root.addHandler(console)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     if not verbose:
         logging.captureWarnings(True)  # warnings.warn -> the "py.warnings" logger -> the log file only
-        for name in THIRD_PARTY:
-            logging.getLogger(name).addFilter(_translator)
 
 
 _translator = _Translate()
@@ -121,7 +117,6 @@ def route_library_output(*, verbose: bool = False) -> None:
         hf_logging.enable_propagation()
         hf_logging.set_verbosity(logging.INFO)
         hf_logging.disable_progress_bar()
-        logging.getLogger(module.split(".")[0]).addFilter(_translator)
     if not verbose:
         from huggingface_hub.utils import disable_progress_bars
 

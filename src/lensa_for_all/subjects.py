@@ -100,7 +100,7 @@ def kind_of(subject_class: str, declared: str | None = None) -> SubjectKind:
     if word in CLASSES:
         return CLASSES[word]
     if declared in SUBJECT_KINDS:
-        return declared  # type: ignore[return-value]
+        return declared
     return "object"
 
 
@@ -121,7 +121,7 @@ def resolve_subject(subject_class: str, subject_kind: str | None = None, *, clas
                          "dog or cat.")
     word = ALIASES.get(word, word)
     if word in CLASSES:
-        return Subject(word, subject_kind or CLASSES[word])  # type: ignore[arg-type]
+        return Subject(word, subject_kind or CLASSES[word])
     if not _WORD.match(word):
         raise UsageError(f"{class_option} {subject_class!r} is not a plain word: it goes into every prompt as "
                          "'<token> <class>', so use one to three words of letters, e.g. person, dog, teddy bear.")
@@ -133,4 +133,4 @@ def resolve_subject(subject_class: str, subject_kind: str | None = None, *, clas
             f"pets ({', '.join(_PETS[:6])}, ...), objects ({', '.join(_OBJECTS[:6])}, ...). If {word!r} is what "
             f"you mean, say what kind of subject it is with {kind_option} (person, pet or object)."
         )
-    return Subject(word, subject_kind)  # type: ignore[arg-type]
+    return Subject(word, subject_kind)
