@@ -33,6 +33,7 @@ wheel step, so CI keeps this script working (``tests/test_gpu_acceptance_dry_run
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import json
 import os
@@ -126,7 +127,14 @@ def environment_worker() -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     import lensa_for_all
 
+    import_errors = {}
+    for module in ("diffusers", "transformers", "accelerate", "peft", "bitsandbytes", "torchvision"):
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # a missing or broken package: the phases that need it will say so too
+            import_errors[module] = f"{type(exc).__name__}: {exc}"[:500]
     return {
+        "import_errors": import_errors,
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
         "gpu_count": torch.cuda.device_count() if cuda else 0,
         "cuda": torch.version.cuda,
@@ -158,17 +166,24 @@ def flops_worker(model: str, resolution: int, batch: int) -> dict[str, Any]:
     hidden = torch.randn(batch, 77, unet.config.cross_attention_dim, generator=gen, device=device, dtype=dtype)
     t = torch.randint(0, 1000, (batch,), generator=gen, device=device)
     out: dict[str, Any] = {"batch": batch, "latent_size": size}
-    for method in ("full", "lora"):
-        unet.requires_grad_(method == "full")
-        x = sample.clone().requires_grad_(method == "lora")
-        counter = FlopCounterMode(display=False)
-        with counter:
-            unet(x, t, hidden, return_dict=False)[0].float().square().mean().backward()
-        out[f"{method}_flops_per_step"] = int(counter.get_total_flops())
-        unet.zero_grad(set_to_none=True)
-    with torch.no_grad(), FlopCounterMode(display=False) as fwd:
-        unet(sample, t, hidden, return_dict=False)
-    out["forward_flops"] = int(fwd.get_total_flops())
+    # FlopCounterMode has formulas for the CUDA attention kernels but not for the CPU flash kernel:
+    # on a CPU, count through the math backend (plain matmuls) so attention is not left out.
+    import contextlib
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with contextlib.nullcontext() if cuda else sdpa_kernel(SDPBackend.MATH):
+        for method in ("full", "lora"):
+            unet.requires_grad_(method == "full")
+            x = sample.clone().requires_grad_(method == "lora")
+            counter = FlopCounterMode(display=False)
+            with counter:
+                unet(x, t, hidden, return_dict=False)[0].float().square().mean().backward()
+            out[f"{method}_flops_per_step"] = int(counter.get_total_flops())
+            unet.zero_grad(set_to_none=True)
+        with torch.no_grad(), FlopCounterMode(display=False) as fwd:
+            unet(sample, t, hidden, return_dict=False)
+        out["forward_flops"] = int(fwd.get_total_flops())
     return out
 
 
@@ -211,7 +226,13 @@ def install_wheels(wheels: Path, site: Path | None) -> dict[str, Any]:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"pip install failed:\n{proc.stderr[-3000:]}")
-    return {"installed": [Path(f).name for f in files], "site": str(site) if site else sys.prefix}
+    result: dict[str, Any] = {"installed": [Path(f).name for f in files], "site": str(site) if site else sys.prefix}
+    if site is None:  # what the carried packages need and this environment lacks (a hint when an import fails)
+        names = {Path(f).name.split("-")[0].lower().replace("_", "-") for f in files}
+        check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True, check=False)
+        result["requirement_problems"] = [line for line in check.stdout.splitlines()
+                                          if line.split(" ")[0].lower().replace("_", "-") in names]
+    return result
 
 
 def gpu_test_files(tests: Path) -> list[Path]:
@@ -384,6 +405,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     for name in PHASES:
         ph = phases.get(name, {"status": "missing"})
         note = ph.get("reason", "")
+        if name == "environment" and ph.get("status") == "ok":
+            broken = ph["results"].get("import_errors") or {}
+            note = f"{ph['results']['device']}" + (f"; cannot import {', '.join(broken)}" if broken else "")
+        if name == "wheels" and ph.get("status") == "ok" and ph["results"].get("requirement_problems"):
+            note = "pip check: " + "; ".join(ph["results"]["requirement_problems"])
         if name == "gpu tests" and ph.get("status") in ("ok", "failed"):
             r = ph["results"]
             note = (("cut off by its time limit; " if r.get("timed_out") else "")

@@ -2,8 +2,10 @@
 # Collect what benchmarks/gpu_acceptance.py needs on a CUDA machine that has no internet (the device
 # machine: x86-64, Python 3.12, torch with CUDA 13, no diffusers), into the ignored folder .gpu-wheels/:
 #   - this package built as a wheel;
-#   - diffusers, transformers, accelerate, peft, huggingface-hub pinned to the versions in .venv
-#     (read with importlib.metadata, so the GPU run uses what the CPU tests ran with);
+#   - diffusers, transformers, accelerate, peft pinned to the versions in .venv (read with
+#     importlib.metadata, so the GPU run uses what the CPU tests ran with). huggingface-hub stays the
+#     device's own (1.33 seen there; transformers and diffusers accept >= 1.32): hub 2.x needs httpx2,
+#     httpcore2 and truststore, none of which the device has;
 #   - bitsandbytes (8-bit Adam), trimmed to the CUDA 13 kernels the device's torch loads: the full wheel
 #     carries one kernel library per CUDA release (43 MB, 129 MB unpacked), which alone would nearly fill
 #     the device's 64 MiB transfer limit;
@@ -25,7 +27,7 @@ BNB_VERSION=${BNB_VERSION:-0.50.2}
 BNB_CUDA=${BNB_CUDA:-13}
 LIMIT_MIB=${LIMIT_MIB:-64}
 REFERENCE_TAG=${REFERENCE_TAG:-v0.40.0}
-PINNED=(diffusers transformers accelerate peft huggingface-hub)
+PINNED=(diffusers transformers accelerate peft)
 
 rm -rf "$WHEELS"
 mkdir -p "$WHEELS/reference"
