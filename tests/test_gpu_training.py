@@ -90,7 +90,7 @@ def test_lora_in_half_precision_trains_float32_adapters(precision: str, tiny_sd:
     assert params and {p.dtype for p in params} == {torch.float32} and {p.device.type for p in params} == {"cuda"}
     weights = load_file(str(tmp_path / "out" / "pytorch_lora_weights.safetensors"))
     assert all(bool(torch.isfinite(w).all()) for w in weights.values())
-    ups = [w for k, w in weights.items() if "lora_B" in k or "lora.up" in k]
+    ups = [w for k, w in weights.items() if "lora_B" in k or ".up." in k]
     assert ups and any(bool(w.abs().sum() > 0) for w in ups)  # B starts at zero: it moved
 
 
@@ -113,8 +113,9 @@ def test_8bit_adam_keeps_8bit_state(tiny_sd: Path, photos: Path, tmp_path: Path,
         state = opt.state[p]
         assert state["state1"].dtype == torch.uint8 and state["state2"].dtype == torch.uint8
         assert state["state1"].numel() == p.numel()
-    state_bytes = sum(t.numel() * t.element_size() for p in big for t in opt.state[p].values()
-                      if isinstance(t, torch.Tensor))
+    # two 1-byte moments plus a float32 scale per 256-element block (the quantisation maps are shared)
+    state_bytes = sum(opt.state[p][k].numel() * opt.state[p][k].element_size() for p in big
+                      for k in ("state1", "state2", "absmax1", "absmax2") if k in opt.state[p])
     assert state_bytes < 0.3 * sum(8 * p.numel() for p in big)  # fp32 AdamW: two 4-byte moments
 
 
