@@ -23,6 +23,7 @@ __all__ = [
     "CostLimitExceeded",
     "EndpointError",
     "MagicPromptUnavailable",
+    "LikenessUnavailable",
     "GenerationError",
     "RunStateError",
     "RunInUseError",
@@ -105,6 +106,10 @@ class EndpointError(LensaError):
 
 class MagicPromptUnavailable(LensaError):
     """The MagicPrompt model is not cached and the Hub cannot be reached."""
+
+
+class LikenessUnavailable(LensaError):
+    """Face likeness needs the optional ``[likeness]`` extra (dlib and its face models), which is not installed."""
 
 
 class GenerationError(LensaError):

@@ -22,6 +22,7 @@ from ..atomic import atomic_path, write_json_atomic
 from ..errors import PhotoSetError, TooFewPhotosError
 from ..subjects import classes_of_kind, kind_of
 from .faces import Box, detect_faces, face_crop, saliency_crop
+from .identity import IdentityCheck
 from .quality import BLUR_THRESHOLD, NEAR_DUPLICATE_DISTANCE, hamming, perceptual_hash, sharpness
 from .reading import DEFAULT_MAX_PIXELS, OpenedPhoto, UnreadablePhoto, open_photo
 from .report import FileReport, QCReport
@@ -60,6 +61,8 @@ class Photo:
     faces: int | None = None
     face_box: Box | None = None
     warnings: tuple[str, ...] = ()
+    likeness: float | None = None
+    """Median face likeness to the other photos, in [0, 1] (the ``[likeness]`` check); None when not run."""
 
 
 @attrs.frozen
@@ -102,6 +105,8 @@ class PhotoSet:
         self.subject_kind = kind_of(subject_class, subject_kind)
         self.min_photos = min_photos
         self.root = root
+        self.identity: IdentityCheck | None = None
+        """Whether every photo shows the same person (``[likeness]`` extra, person subjects); else None."""
 
     def __repr__(self) -> str:
         return (f"PhotoSet({len(self.photos)} photos, {len(self.rejected)} rejected, "
@@ -116,13 +121,16 @@ class PhotoSet:
     def from_folder(cls, path: str | os.PathLike[str], subject_class: str = "person", min_photos: int = 4,
                     min_side: int = 256, max_aspect: float = 3.0, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                     near_duplicate_distance: int = NEAR_DUPLICATE_DISTANCE,
-                    subject_kind: str | None = None) -> PhotoSet:
+                    subject_kind: str | None = None, likeness: bool | None = None) -> PhotoSet:
         """Check every file directly in ``path`` (sub-folders and OS junk are skipped).
 
         Raises :class:`~lensa_for_all.errors.TooFewPhotosError` (a ``PhotoSetError``) when fewer than
         ``min_photos`` are usable; its message and ``report`` say why each file was rejected.
         Symbolic links that point outside the folder are rejected. Faces are looked for when the class
-        is a person (:mod:`lensa_for_all.subjects`) or ``subject_kind="person"``.
+        is a person (:mod:`lensa_for_all.subjects`) or ``subject_kind="person"``. For a person, ``likeness``
+        compares the faces (photos of someone else are flagged, :attr:`identity`): None runs it when the
+        ``[likeness]`` extra is installed, True requires it (:class:`~lensa_for_all.errors.LikenessUnavailable`
+        without it), False skips it.
         """
         root = Path(path)
         if not root.is_dir():
@@ -137,24 +145,25 @@ class PhotoSet:
                                 "(sub-folders are not read).")
         return cls._check(entries, root=root, subject_class=subject_class, min_photos=min_photos,
                           min_side=min_side, max_aspect=max_aspect, max_pixels=max_pixels,
-                          near_duplicate_distance=near_duplicate_distance, subject_kind=subject_kind)
+                          near_duplicate_distance=near_duplicate_distance, subject_kind=subject_kind,
+                          likeness=likeness)
 
     @classmethod
     def from_files(cls, files: Iterable[str | os.PathLike[str]], subject_class: str = "person",
                    min_photos: int = 4, min_side: int = 256, max_aspect: float = 3.0, *,
                    max_pixels: int = DEFAULT_MAX_PIXELS,
                    near_duplicate_distance: int = NEAR_DUPLICATE_DISTANCE,
-                   subject_kind: str | None = None) -> PhotoSet:
+                   subject_kind: str | None = None, likeness: bool | None = None) -> PhotoSet:
         """Check the given files (in the given order; the first of two duplicates is kept)."""
         return cls._check([Path(f) for f in files], root=None, subject_class=subject_class,
                           min_photos=min_photos, min_side=min_side, max_aspect=max_aspect,
                           max_pixels=max_pixels, near_duplicate_distance=near_duplicate_distance,
-                          subject_kind=subject_kind)
+                          subject_kind=subject_kind, likeness=likeness)
 
     @classmethod
     def _check(cls, entries: Sequence[Path], *, root: Path | None, subject_class: str, min_photos: int,
                min_side: int, max_aspect: float, max_pixels: int, near_duplicate_distance: int,
-               subject_kind: str | None = None) -> PhotoSet:
+               subject_kind: str | None = None, likeness: bool | None = None) -> PhotoSet:
         if min_photos < 1:
             raise PhotoSetError(f"min_photos must be at least 1, got {min_photos}.")
         if min_side < 1 or max_aspect < 1:
@@ -194,10 +203,17 @@ class PhotoSet:
             (photos if isinstance(outcome, Photo) else rejected).append(outcome)  # type: ignore[arg-type]
         photos, near = _drop_near_duplicates(photos, near_duplicate_distance)
         rejected += near
+        identity = None
+        if find_faces and photos and _use_likeness(likeness):
+            from .identity import check_identity
+
+            identity = check_identity([p.source for p in photos])
+            photos = [_with_identity(p, identity) for p in photos]
         order = {p: i for i, p in enumerate(entries)}
         rejected.sort(key=lambda r: order.get(r.path, 0))
         photoset = cls(photos, rejected, subject_class=subject_class, min_photos=min_photos, skipped=skipped,
                        root=root, subject_kind=subject_kind)
+        photoset.identity = identity
         if len(photos) < min_photos:
             where = f" in {root}" if root is not None else ""
             lines = [f"Only {len(photos)} usable photo{'s' if len(photos) != 1 else ''}{where}; at least "
@@ -220,6 +236,10 @@ class PhotoSet:
         if len(self.photos) > MAX_RECOMMENDED:
             out.append(f"{len(self.photos)} photos: more than {MAX_RECOMMENDED} rarely helps and makes training "
                        "slower; keep your best 10-20.")
+        if self.identity is not None and self.identity.mismatched:
+            names = ", ".join(p.name for p in self.identity.mismatched)
+            out.append(f"Not the same person as the other photos: {names}. Remove photos of anyone but the "
+                       "subject.")
         return out
 
     def advice(self) -> list[str]:
@@ -238,6 +258,11 @@ class PhotoSet:
                             "face is visible.")
             if several:
                 tips.append(f"{several} photo(s) show several faces; photos of the subject alone work best.")
+            if self.identity is None:
+                from ..likeness import INSTALL_HINT
+
+                tips.append(f"To check that every photo shows the same person, install face likeness: "
+                            f"{INSTALL_HINT}")
         else:
             tips.append("Mix close-ups and full-body shots from different angles; vary backgrounds and lighting.")
         blurry = sum(p.sharpness < BLUR_THRESHOLD for p in self.photos)
@@ -250,7 +275,8 @@ class PhotoSet:
         files: list[tuple[Path, FileReport]] = []
         for p in self.photos:
             files.append((p.source, FileReport(str(p.source), "accepted", size=p.size, faces=p.faces,
-                                               sharpness=p.sharpness, warnings=p.warnings)))
+                                               sharpness=p.sharpness, warnings=p.warnings,
+                                               likeness=p.likeness)))
         for r in self.rejected:
             files.append((r.path, FileReport(str(r.path), "rejected", reason=r.reason, code=r.code,
                                              duplicate_of=str(r.duplicate_of) if r.duplicate_of else None)))
@@ -259,7 +285,8 @@ class PhotoSet:
                                         code="skipped")))
         files.sort(key=lambda item: str(item[0]))
         return QCReport(self.subject_class, self.min_photos, tuple(f for _, f in files),
-                        tuple(self.warnings()), tuple(self.advice()))
+                        tuple(self.warnings()), tuple(self.advice()),
+                        identity=self.identity.to_dict() if self.identity is not None else None)
 
     # ------------------------------------------------------------------ preparing
 
@@ -378,6 +405,32 @@ def _analyse(path: Path, opened: OpenedPhoto, find_faces: bool) -> Photo:
     return Photo(source=path, size=(w, h), format=opened.kind, sha256=opened.sha256,
                  phash=perceptual_hash(gray), sharpness=sharp, crop_box=crop, faces=faces, face_box=face_box,
                  warnings=tuple(warnings))
+
+
+def _use_likeness(likeness: bool | None) -> bool:
+    from ..likeness import is_available
+
+    if likeness is None:
+        return is_available()
+    if likeness and not is_available():
+        from ..errors import LikenessUnavailable
+        from ..likeness import INSTALL_HINT
+
+        raise LikenessUnavailable(f"Comparing the faces in the photos needs the likeness extra: {INSTALL_HINT}")
+    return likeness
+
+
+def _with_identity(photo: Photo, identity: IdentityCheck) -> Photo:
+    """The photo with its likeness to the others and, if it does not match or shows several faces, a warning."""
+    warnings = list(photo.warnings)
+    score = identity.likeness.get(photo.source)
+    if photo.source in identity.mismatched:
+        warnings.append(f"The face does not match the other photos (likeness {score:.2f}, under 0.5): is it "
+                        "someone else? Remove it unless it is the subject.")
+    several = identity.faces.get(photo.source, 0)
+    if several > 1 and not (photo.faces or 0) > 1:
+        warnings.append(f"{several} faces found; photos of the subject alone work best.")
+    return attrs.evolve(photo, likeness=score, warnings=tuple(warnings))
 
 
 def _clamp(box: Box, size: tuple[int, int]) -> Box:

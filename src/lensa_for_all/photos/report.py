@@ -29,12 +29,14 @@ class FileReport:
     sharpness: float | None = None
     duplicate_of: str | None = None
     warnings: tuple[str, ...] = ()
+    likeness: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = attrs.asdict(self, recurse=False)
         d["size"] = list(self.size) if self.size else None
         d["warnings"] = list(self.warnings)
         d["sharpness"] = None if self.sharpness is None else round(self.sharpness, 1)
+        d["likeness"] = None if self.likeness is None else round(self.likeness, 3)
         return d
 
 
@@ -47,6 +49,8 @@ class QCReport:
     files: tuple[FileReport, ...]
     warnings: tuple[str, ...] = ()
     advice: tuple[str, ...] = ()
+    identity: dict[str, Any] | None = None
+    """The face comparison (``[likeness]`` extra): consistency, mismatched, several_faces, no_face; else None."""
 
     @property
     def accepted(self) -> tuple[FileReport, ...]:
@@ -74,6 +78,7 @@ class QCReport:
             "files": [f.to_dict() for f in self.files],
             "warnings": list(self.warnings),
             "advice": list(self.advice),
+            "identity": self.identity,
         }
 
     def to_json(self, *, indent: int | None = 2) -> str:
@@ -85,24 +90,34 @@ class QCReport:
         from rich.text import Text
 
         table = Table(title=f"Photo check ({self.subject_class})", show_lines=False)
-        for col in ("file", "status", "size", "faces", "sharpness", "notes"):
+        columns = ["file", "status", "size", "faces", "sharpness", "notes"]
+        if self.identity is not None:
+            columns.insert(5, "likeness")
+        for col in columns:
             table.add_column(col, overflow="fold")
         style = {"accepted": "green", "rejected": "red", "skipped": "dim"}
         for f in self.files:
             notes = [f.reason] if f.reason else []
             notes += list(f.warnings)
-            table.add_row(
+            cells: list[Any] = [
                 Text(PurePath(f.path).name),
                 Text(f.status, style=style[f.status]),
                 f"{f.size[0]}x{f.size[1]}" if f.size else "",
                 "" if f.faces is None else str(f.faces),
                 "" if f.sharpness is None else f"{f.sharpness:.0f}",
                 Text("\n".join(notes)),
-            )
+            ]
+            if self.identity is not None:
+                cells.insert(5, "" if f.likeness is None else f"{f.likeness:.2f}")
+            table.add_row(*cells)
         verdict = (Text(f"Usable: {len(self.accepted)} photos accepted.", style="bold green") if self.usable
                    else Text(f"Not usable: {len(self.accepted)} accepted, at least {self.min_photos} needed.",
                              style="bold red"))
         parts: list[Any] = [table, verdict]
+        consistency = (self.identity or {}).get("consistency")
+        if consistency is not None:
+            parts.append(Text(f"Same person across photos: median face likeness {consistency:.2f} (over 0.5 "
+                              "is the same person)."))
         parts += [Text(f"warning: {w}", style="yellow") for w in self.warnings]
         parts += [Text(f"tip: {a}") for a in self.advice]
         return Group(*parts)
