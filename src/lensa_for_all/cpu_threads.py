@@ -1,9 +1,10 @@
 """How many threads torch should use on a machine without a GPU, chosen by the model's size.
 
 Small models are latency-bound: their kernels are too short for a second thread to pay for its
-synchronisation, and on a shared machine extra threads mostly wait for each other. Full-size Stable
-Diffusion has big enough matrix products to use every core. The table below comes from
-``benchmarks/cpu_threads.py`` (figures and method in benchmarks/README.md, "CPU threads").
+synchronisation, and on a shared machine extra threads mostly wait for each other. The table below comes
+from ``benchmarks/cpu_threads.py`` (figures and method in benchmarks/README.md, "CPU threads"): on two
+shared cores one thread was fastest for every size. Full-size Stable Diffusion keeps torch's default (every
+core) because its convolutions are large enough to scale on an idle many-core machine, which was not measured.
 
 The command line applies it to ``run``, ``train`` and ``demo``; from Python, wrap a run in
 :func:`cpu_threads_for`. An ``OMP_NUM_THREADS`` the user set always wins.
@@ -23,9 +24,9 @@ __all__ = ["ModelSize", "THREADS_BY_SIZE", "TRAIN_STEP_S", "model_size", "recomm
 ModelSize = Literal["tiny", "small", "sd15"]
 
 THREADS_BY_SIZE: dict[str, int | None] = {"tiny": 1, "small": 1, "sd15": None}
-"""Fastest measured thread count per model size; ``None`` means every core."""
+"""Thread count per model size; ``None`` means every core (torch's default)."""
 
-TRAIN_STEP_S: dict[str, float] = {"tiny": 0.13, "small": 0.41, "sd15": 60.0}
+TRAIN_STEP_S: dict[str, float] = {"tiny": 0.13, "small": 0.41, "sd15": 31.0}
 """Measured seconds per LoRA training step on one shared CPU core, per model size (for the plan's estimate)."""
 
 

@@ -135,6 +135,8 @@ def run_run(args: argparse.Namespace) -> int:
         print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.summary())
         return 0
     if not args.quiet:
+        if plan.estimate is not None:
+            print(f"cost: {plan.estimate}", file=sys.stderr)
         for note in plan.notes:
             print(f"note: {note}", file=sys.stderr)
     try:
