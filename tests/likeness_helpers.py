@@ -75,3 +75,19 @@ def write_set(folder: Path, people: list[str], *, seed: int = 0) -> list[Path]:
         augmented(portrait(name), seed + i).save(path, quality=90)
         paths.append(path)
     return paths
+
+
+def face_square(name: str, seed: int, side: int) -> Any:
+    """A ``side`` px square around the face of an augmented shot: what a training image at that resolution
+    shows (the photo check's face crop), small enough for the tiny 64 px model."""
+    from PIL import Image
+
+    from lensa_for_all.likeness import FaceIdentity
+
+    shot = augmented(portrait(name), seed)
+    face = FaceIdentity().embed(shot)
+    assert face is not None, name
+    half = max(face.box.width, face.box.height) * 0.9
+    cx, cy = face.box.centre
+    square = shot.crop((round(cx - half), round(cy - half), round(cx + half), round(cy + half)))
+    return square.resize((side, side), Image.Resampling.LANCZOS)

@@ -31,7 +31,7 @@ METHODS = ("lora", "full")
 MIXED_PRECISION = ("no", "fp16", "bf16", "auto")
 REPORT_TO = ("none", "tensorboard", "wandb")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
-EARLY_STOPPING_METRICS = ("fid", "subject_similarity")
+EARLY_STOPPING_METRICS = ("fid", "subject_similarity", "likeness")
 _PLACEHOLDERS = frozenset({"token", "subject_class"})
 
 

@@ -1,9 +1,10 @@
 """Early-stopping evaluators: score validation images against the subject's photos.
 
-An evaluator has a ``name``, ``higher_is_better`` and ``score(generated, references) -> float``. Two
+An evaluator has a ``name``, ``higher_is_better`` and ``score(generated, references) -> float``. Three
 ship here: :class:`FIDEvaluator` (Frechet distance of Inception features; lower is better) and
 :class:`SubjectSimilarityEvaluator` (mean cosine similarity of image embeddings to the photos' mean
-embedding; higher is better). Their feature extractors are injectable, so tests and apps can use a
+embedding; higher is better). :class:`LikenessEvaluator` scores faces with dlib (``[likeness]`` extra). The
+first two's feature extractors are injectable, so tests and apps can use a
 small or domain-specific network; the defaults download weights on first use.
 """
 
@@ -15,10 +16,10 @@ from typing import Any, Protocol
 
 import attrs
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingError
 
-__all__ = ["Evaluator", "FIDEvaluator", "SubjectSimilarityEvaluator", "EarlyStopping", "make_evaluator",
-           "frechet_distance", "FeatureExtractor"]
+__all__ = ["Evaluator", "FIDEvaluator", "SubjectSimilarityEvaluator", "LikenessEvaluator", "EarlyStopping",
+           "make_evaluator", "frechet_distance", "FeatureExtractor"]
 
 # images -> array-like of shape (N, D)
 FeatureExtractor = Callable[[Sequence[Any]], Any]
@@ -107,12 +108,91 @@ class SubjectSimilarityEvaluator:
         return float((g @ centre).mean())
 
 
+@attrs.define
+class LikenessEvaluator:
+    """Face likeness of the validation images to the subject's photos (higher is better; ``[likeness]`` extra).
+
+    The score is the mean :func:`~lensa_for_all.likeness.likeness_from_distance` over the images (0 for one
+    with no face). An image is flagged as overfitting when its face is nearly one training photo's
+    (embedding distance under ``overfit_distance``) *and* so is the whole picture (perceptual hashes within
+    ``overfit_hash_distance`` bits): that photo's pose and background pasted in, not the subject in a new
+    scene. Each call appends ``{"likeness", "scores", "overfit"}`` to :attr:`history` (``last`` is the newest).
+    """
+
+    identity: Any = None
+    overfit_distance: float = 0.3
+    overfit_hash_distance: int = 12
+    name: str = "likeness"
+    higher_is_better: bool = True
+    history: list[dict[str, Any]] = attrs.field(factory=list)
+    _references: tuple[tuple[str, ...], Any, list[int]] | None = attrs.field(default=None, init=False, repr=False)
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.history[-1] if self.history else {}
+
+    def _reference_set(self, references: Sequence[Any]) -> tuple[Any, list[int]]:
+        """Embeddings and perceptual hashes of the reference photos, computed once per distinct set."""
+        import hashlib
+
+        key = tuple(hashlib.sha1(im.convert("RGB").tobytes()).hexdigest() for im in references)
+        if self._references is None or self._references[0] != key:
+            refs = self.identity.references(references)
+            self._references = (key, refs, [_phash(im) for im in references])
+        return self._references[1], self._references[2]
+
+    def score(self, generated: Sequence[Any], references: Sequence[Any]) -> float:
+        from ..likeness import FaceIdentity, score_face
+
+        if self.identity is None:
+            self.identity = FaceIdentity()
+        refs, hashes = self._reference_set(references)
+        if not len(refs):
+            raise TrainingError("Likeness early stopping found no face in the training photos; use photos where the "
+                                "face is visible, or early_stopping_metric='fid'.")
+        from ..photos.quality import hamming
+
+        scores, overfit = [], []
+        for i, image in enumerate(generated):
+            faces = self.identity.faces(image)
+            if not faces:
+                scores.append(0.0)
+                continue
+            result = score_face(faces[0], refs, faces=len(faces))
+            scores.append(result.score)
+            near = result.nearest
+            if (result.nearest_distance is not None and near is not None
+                    and result.nearest_distance < self.overfit_distance
+                    and hamming(_phash(image), hashes[near]) <= self.overfit_hash_distance):
+                overfit.append({"image": i, "training_photo": near})
+        value = sum(scores) / len(scores) if scores else 0.0
+        self.history.append({"likeness": value, "scores": scores, "overfit": overfit})
+        return value
+
+
+def _phash(image: Any) -> int:
+    import numpy as np
+
+    from ..photos.quality import perceptual_hash
+
+    return perceptual_hash(np.asarray(image.convert("L"), dtype=np.uint8))
+
+
 def make_evaluator(name: str) -> Evaluator:
     if name == "fid":
         return FIDEvaluator()
     if name == "subject_similarity":
         return SubjectSimilarityEvaluator()
-    raise ConfigError(f"Unknown early-stopping metric {name!r}; use 'fid' or 'subject_similarity'.")
+    if name == "likeness":
+        from ..likeness import INSTALL_HINT, is_available
+
+        if not is_available():
+            from ..errors import LikenessUnavailable
+
+            raise LikenessUnavailable(f"early_stopping_metric='likeness' needs face likeness: {INSTALL_HINT} "
+                                      "(or use 'fid').")
+        return LikenessEvaluator()
+    raise ConfigError(f"Unknown early-stopping metric {name!r}; use 'fid', 'subject_similarity' or 'likeness'.")
 
 
 @attrs.define

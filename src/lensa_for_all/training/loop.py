@@ -206,6 +206,21 @@ def train(
         raise
 
 
+def _evaluation_record(evaluator: Any, step: int, score: float) -> dict[str, Any]:
+    """What one validation scored, logged and kept in the metrics; the likeness evaluator adds per-image
+    scores and the images flagged as overfitting (a training photo's pose and background copied)."""
+    record: dict[str, Any] = {"step": step, "metric": getattr(evaluator, "name", "score"), "score": score}
+    last = getattr(evaluator, "last", None)
+    if isinstance(last, dict) and last:
+        record["scores"] = [round(float(x), 4) for x in last.get("scores", [])]
+        record["overfit"] = list(last.get("overfit", []))
+    log.info("Validation at step %d: %s %.4f", step, record["metric"], score)
+    if record.get("overfit"):
+        log.warning("Step %d: %d validation image(s) look like a training photo pasted in (overfitting); an earlier "
+                    "checkpoint or fewer steps may generalise better.", step, len(record["overfit"]))
+    return record
+
+
 class _Run:
     """One training run's state; :meth:`execute` is the whole of it."""
 
@@ -382,6 +397,7 @@ class _Run:
             evaluator = make_evaluator(cfg.early_stopping_metric)
         step = 0
         losses: list[float] = []
+        evaluations: list[dict[str, Any]] = []  # one per validation scored: step, score (and likeness details)
         resumed_from = None
         skipped: list[str] = []
         loaded = self._load_resume_point(models, accelerator, getattr(optimizer, "optimizer", optimizer),
@@ -394,6 +410,7 @@ class _Run:
             if class_sampler is not None and state.get("class_sampler"):
                 class_sampler.load(state["class_sampler"])
             stopper.load(state.get("early_stopping", {}))
+            evaluations = list(state.get("evaluations") or [])
             resumed_from = str(start)
             log.info("Resumed from %s at step %d", start, step)
 
@@ -446,6 +463,7 @@ class _Run:
 
                         reference_images = [load_training_image(p, cfg.resolution) for p in photos]
                     score = float(evaluator.score(images, reference_images))
+                    evaluations.append(_evaluation_record(evaluator, step, score))
                     if stopper.update(score, step, higher_is_better=bool(evaluator.higher_is_better)):
                         self._save_best(models, accelerator, step, score)
                     if cfg.report_to != "none":
@@ -459,7 +477,8 @@ class _Run:
                     generator=generator, total_limit=cfg.checkpoints_total_limit,
                     state={"losses": losses, "instance_sampler": instance_sampler.state(),
                            "class_sampler": class_sampler.state() if class_sampler else None,
-                           "early_stopping": stopper.state(), "run": _run_identity(cfg)},
+                           "early_stopping": stopper.state(), "run": _run_identity(cfg),
+                           "evaluations": evaluations},
                 )
             self.report(step, total_steps, loss=step_loss, lr=lr, sps=step_times[-1])
             if cfg.early_stopping and stopper.should_stop:
@@ -488,6 +507,7 @@ class _Run:
             "best_step": stopper.best_step,
             "best_score": stopper.best_score,
             "early_stopping_metric": getattr(evaluator, "name", None) if cfg.early_stopping else None,
+            "evaluations": evaluations,
             "prediction_type": prediction_type,
         }
         if accelerator.is_main_process:
