@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from gpu_helpers import FUSED_SDPA, unet_attention_ops
 from lensa_for_all.generation import AvatarModel
 
 pytestmark = pytest.mark.gpu
@@ -57,12 +58,8 @@ def test_fp16_generation_has_no_nan_and_no_black_images(tiny_sd: Path, scheduler
 
 
 def test_generation_attention_uses_a_fused_sdpa_kernel(tiny_sd: Path) -> None:
-    from torch.profiler import ProfilerActivity, profile
-
     model = AvatarModel.load(tiny_sd)
     model.generate(PROMPTS[:1], seed=0, num_inference_steps=2)  # warm-up outside the profile
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        model.generate(PROMPTS, seed=0, num_inference_steps=2)
-    ops = {e.key for e in prof.key_averages() if "scaled_dot_product" in e.key}
-    assert any(k in op for op in ops for k in ("flash", "efficient", "cudnn")), ops
+    ops = unet_attention_ops(lambda: model.generate(PROMPTS, seed=0, num_inference_steps=2))
+    assert any(k in op for op in ops for k in FUSED_SDPA), ops
     assert not any("math" in op for op in ops), ops

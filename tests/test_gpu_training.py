@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from gpu_helpers import FUSED_SDPA, unet_attention_ops
 from lensa_for_all.backends.base import TrainingProgress
 from training_helpers import make_subject_photos, tiny_config
 
@@ -145,23 +146,13 @@ def test_gradient_checkpointing_recomputes_the_unet(tiny_sd: Path, photos: Path,
     assert counts[True] >= 2 * 4 and counts[False] == 0, counts
 
 
-def _attention_ops(run: Any) -> set[str]:
-    """The names of the aten scaled-dot-product kernels dispatched while ``run()`` executes."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        run()
-    return {e.key for e in prof.key_averages() if "scaled_dot_product" in e.key}
-
-
 def test_training_attention_uses_a_fused_sdpa_kernel(tiny_sd: Path, photos: Path, tmp_path: Path) -> None:
     from lensa_for_all.training.loop import train
 
     cfg = tiny_config(tiny_sd, "lora", mixed_precision="fp16", with_prior_preservation=False,
                       train_text_encoder=False, max_train_steps=2)
-    ops = _attention_ops(lambda: train(cfg, photos, tmp_path / "out", checkpoint_dir=tmp_path / "ck"))
-    fused = {op for op in ops if any(k in op for k in ("flash", "efficient", "cudnn"))}
-    assert fused, ops
+    ops = unet_attention_ops(lambda: train(cfg, photos, tmp_path / "out", checkpoint_dir=tmp_path / "ck"))
+    assert any(k in op for op in ops for k in FUSED_SDPA), ops
     assert not any("math" in op for op in ops), ops
 
 
