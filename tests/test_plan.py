@@ -155,3 +155,25 @@ def test_fp16_without_a_gpu_is_refused_before_training(tiny_sd: Path, tmp_path: 
     assert code == EXIT_ERROR and "mixed_precision 'fp16' needs a CUDA GPU" in err
     assert "mixed_precision in the [training] table of the config file" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_finished_training_is_not_checked_again(tiny_sd: Path, tmp_path: Path, no_aws: None) -> None:
+    """Rendering again after a SageMaker training must not need AWS: the model is already in the run folder."""
+    from lensa_for_all.errors import AWSConfigurationError
+    from lensa_for_all.trainer import DreamBoothTrainer
+    from pipeline_helpers import CopyTrainer, fast_config
+
+    photos = copy_sample_photos(tmp_path / "me", n=4)
+    config = fast_config(tiny_sd)
+    run_dir = tmp_path / "run"
+    Pipeline(photos, trainer=CopyTrainer(tiny_sd, config), run_dir=run_dir, progress=False).run(
+        num_images=1, num_inference_steps=2)
+    again = Pipeline(photos, trainer=DreamBoothTrainer(config), backend="sagemaker", run_dir=run_dir,
+                     progress=False)
+    plan = again.plan(num_images=2, num_inference_steps=2)
+    assert plan.reused == ("photos", "train", "generate") and plan.estimate is None
+    assert any("Training finished in an earlier run" in n for n in plan.notes)
+    changed = Pipeline(photos, trainer=DreamBoothTrainer(config.replace(max_train_steps=3)), backend="sagemaker",
+                       run_dir=run_dir, progress=False)
+    with pytest.raises(AWSConfigurationError, match="No AWS region is set"):
+        changed.plan(num_images=2, num_inference_steps=2)  # new settings: training runs again, on AWS

@@ -142,7 +142,7 @@ def make_plan(pipeline: Pipeline, *, num_images: int, styles: Sequence[str] | No
     from .subjects import resolve_subject
 
     notes: list[str] = []
-    reused = _check_run_folder(run_dir, names)
+    reused, recorded = _check_run_folder(run_dir, names)
     label, count = _check_photos(pipeline.photos)
     subject = resolve_subject(pipeline.subject_class, getattr(pipeline, "subject_kind", None),
                               class_option=names.subject_class, kind_option=names.subject_kind)
@@ -158,7 +158,11 @@ def make_plan(pipeline: Pipeline, *, num_images: int, styles: Sequence[str] | No
     estimate = None
     minutes = None
     max_cost = None
-    if backend_kind == "local":
+    trained = "train" in reused and recorded.get("config") == config.to_dict()
+    if trained:  # the model is there: the training device and the AWS account are not needed again
+        notes.append("Training finished in an earlier run with these settings; it is reused if the photos did "
+                     "not change.")
+    elif backend_kind == "local":
         device = _check_device(config, names, notes)
         minutes = _local_minutes(config, count, device)
     elif backend_kind == "sagemaker":
@@ -194,19 +198,20 @@ def check_training(config: Any, photos: str | os.PathLike[str], *, backend: str 
 # -- the checks, cheapest first -------------------------------------------------------------------------
 
 
-def _check_run_folder(run_dir: Path, names: SettingNames) -> tuple[str, ...]:
-    """Read the run folder's state (never write it); the stages an earlier run finished."""
+def _check_run_folder(run_dir: Path, names: SettingNames) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """Read the run folder's state (never write it): the stages an earlier run finished, and its settings."""
     from .errors import RunStateError
     from .run_state import RunState
 
     if RunState.exists(run_dir):
         state = RunState.load(run_dir)
-        return tuple(s for s in ("photos", "train", "generate") if (state.stage(s) or {}).get("status") == "done")
+        done = tuple(s for s in ("photos", "train", "generate") if (state.stage(s) or {}).get("status") == "done")
+        return done, dict(state.run)
     leftovers = [name for name in ("photos", "model", "model.work") if (run_dir / name).exists()]
     if leftovers:
         raise RunStateError(f"{run_dir} holds {', '.join(leftovers)} but no run state, so they may belong to "
                             f"something else. Choose another run folder ({names.run_dir}) or remove them.")
-    return ()
+    return (), {}
 
 
 def _check_photos(photos: Any) -> tuple[str, int]:
