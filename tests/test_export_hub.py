@@ -73,3 +73,33 @@ def test_a_lora_repo_without_manifest_needs_a_base_model(lora_export: Path, tiny
 def test_an_uncached_repo_offline_is_a_clear_error(hub_cache: Path) -> None:
     with pytest.raises(ModelNotFoundError, match="offline"):
         AvatarModel.load("someone/not-downloaded")
+
+
+def test_online_a_lora_repo_is_fetched_with_its_manifest_and_kohya_file(
+        lora_export: Path, hub_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Hub answering (played by a fake ``hf_hub_download`` that fills the cache as the real one does)."""
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError
+
+    import lensa_for_all.prompts.magic as magic
+
+    served = {p.name: p for p in (lora_export / "pytorch_lora_weights.safetensors",
+                                  lora_export / "lensa_manifest.json", lora_export / "zwx_lora_kohya.safetensors")}
+    asked: list[str] = []
+
+    def fake_download(repo_id: str, filename: str, *, revision: str | None = None) -> str:
+        asked.append(filename)
+        if filename not in served:
+            raise EntryNotFoundError(f"{filename} not in {repo_id}")
+        snapshot = hub_cache / f"models--{repo_id.replace('/', '--')}" / "snapshots" / COMMIT
+        snapshot.mkdir(parents=True, exist_ok=True)
+        (snapshot.parent.parent / "refs").mkdir(exist_ok=True)
+        (snapshot.parent.parent / "refs" / "main").write_text(COMMIT)
+        (snapshot / filename).write_bytes(served[filename].read_bytes())
+        return str(snapshot / filename)
+
+    monkeypatch.setattr(magic, "hub_unreachable", lambda: False)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    model = AvatarModel.load("someone/online-lora")
+    assert model.is_lora and model.hashes.lora_name == "zwx_lora_kohya"
+    assert asked == ["pytorch_lora_weights.safetensors", "lensa_manifest.json", "zwx_lora_kohya.safetensors"]

@@ -153,3 +153,31 @@ def test_a_full_fine_tune_writes_the_checkpoint_beside_its_diffusers_folders(tin
     back = convert_ldm_unet_checkpoint(state, dict(unet.config))
     assert set(back) == set(unet.state_dict())
     assert all(v.dtype.is_floating_point and v.itemsize == 2 for v in back.values())  # fp16 by default
+
+
+def test_the_full_size_sd15_layout_converts_both_ways_on_the_meta_device() -> None:
+    """SD 1.5's real shapes (320..1280 channels, 768-wide CLIP), without allocating 3.4 GB: meta tensors."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_unet_checkpoint,
+        convert_ldm_vae_checkpoint,
+        infer_diffusers_model_type,
+    )
+
+    from lensa_for_all.testing.tiny_sd import _SIZES
+    from lensa_for_all.training.single_file import UNET_PREFIX, VAE_PREFIX, unet_to_original, vae_to_original
+
+    unet_kw, vae_kw, _, _ = _SIZES["sd15"]
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(in_channels=4, out_channels=4, **unet_kw)
+        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, **vae_kw)
+    state = {UNET_PREFIX + k: v for k, v in unet_to_original(unet.state_dict(), unet.config).items()}
+    state.update({VAE_PREFIX + k: v for k, v in vae_to_original(vae.state_dict(), vae.config).items()})
+    assert infer_diffusers_model_type(state) == "v1"
+    assert tuple(state["model.diffusion_model.input_blocks.1.1.proj_in.weight"].shape) == (320, 320, 1, 1)
+    assert tuple(state["first_stage_model.decoder.mid.attn_1.q.weight"].shape) == (512, 512, 1, 1)
+    for original, back in ((unet.state_dict(), convert_ldm_unet_checkpoint(state, unet.config)),
+                           (vae.state_dict(), convert_ldm_vae_checkpoint(state, vae.config))):
+        assert set(back) == set(original)
+        assert all(tuple(back[k].shape) == tuple(v.shape) for k, v in original.items())

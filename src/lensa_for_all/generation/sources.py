@@ -128,7 +128,11 @@ def hub_lora_snapshot(repo_id: str, *, revision: str | None = None) -> Path | No
         log.debug("Could not look for a LoRA in %s: %s", repo_id, exc)
         return None
     _try_download(repo_id, MANIFEST_NAME, revision)
-    return Path(weights).parent
+    folder = Path(weights).parent
+    kohya = _read_manifest(folder).get("kohya_weights") if (folder / MANIFEST_NAME).is_file() else None
+    if kohya:  # its hash goes into the PNG metadata, so A1111 finds the same LoRA
+        _try_download(repo_id, str(kohya), revision)
+    return folder
 
 
 def _try_download(repo_id: str, filename: str, revision: str | None) -> None:
