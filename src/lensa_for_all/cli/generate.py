@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from ..errors import UsageError
+
 EXIT_INTERRUPTED = 130
 
 
@@ -66,6 +68,10 @@ def register(subparsers: Any) -> None:
     gen.add_argument("--no-safety-checker", action="store_true", help="switch off the model's safety checker")
     gen.add_argument("--class", dest="subject_class", help="override the model's subject class for prompts")
     gen.add_argument("--token", help="override the model's token for prompts")
+    gen.add_argument("--keep-best", type=int, metavar="N",
+                     help="keep the N of the -n rendered avatars that look most like the subject (face likeness "
+                          "against --photos; needs the likeness extra)")
+    gen.add_argument("--photos", metavar="DIR", help="the subject's photos, for --keep-best")
     _styles_arg(gen)
     gen.set_defaults(func=run_generate)
 
@@ -96,9 +102,26 @@ def _magic_model(args: argparse.Namespace) -> dict[str, Any]:
     return {"magic_model": args.magic_model} if getattr(args, "magic_model", None) else {}
 
 
+def _check_keep_best(args: argparse.Namespace) -> dict[str, Any]:
+    """``generate``'s keep_best arguments, checked before the model is loaded (which takes a while)."""
+    if args.keep_best is None:
+        if args.photos:
+            raise UsageError("--photos is only used with --keep-best N.")
+        return {}
+    from ..errors import LikenessUnavailable
+    from ..likeness import INSTALL_HINT, is_available
+
+    if not args.photos:
+        raise UsageError("--keep-best needs --photos DIR: the subject's photos to compare faces with.")
+    if not is_available():
+        raise LikenessUnavailable(f"--keep-best scores faces with dlib; install it: {INSTALL_HINT}")
+    return {"keep_best": args.keep_best, "references": args.photos}
+
+
 def run_generate(args: argparse.Namespace) -> int:
     from ..generation import AvatarModel
 
+    best = _check_keep_best(args)
     if args.model.startswith("endpoint:"):
         model = AvatarModel.from_endpoint(args.model.split(":", 1)[1], token=args.token,
                                           subject_class=args.subject_class)
@@ -121,7 +144,7 @@ def run_generate(args: argparse.Namespace) -> int:
         prompts, args.num_images, seed=args.seed, negative_prompt=args.negative_prompt,
         num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale, width=args.width,
         height=args.height, scheduler=args.scheduler, lora_scale=args.lora_scale, batch_size=args.batch_size,
-        progress=not args.quiet and sys.stderr.isatty(), out_dir=args.out, **extra,
+        progress=not args.quiet and sys.stderr.isatty(), out_dir=args.out, **extra, **best,
     )
     print(f"{len(pack)} of {pack.requested} avatars written to {args.out}")
     if pack.interrupted:

@@ -18,6 +18,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-photos", type=int, default=4, help="fewest usable photos to accept (default 4)")
     parser.add_argument("--min-side", type=int, default=256,
                         help="reject photos whose short side is under this many pixels (default 256)")
+    parser.add_argument("--likeness", action=argparse.BooleanOptionalAction, default=None,
+                        help="compare the faces so a photo of someone else is flagged (default: when the "
+                             "likeness extra is installed; --likeness requires it)")
 
 
 def register(subparsers: Any) -> None:
@@ -45,7 +48,8 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
                               kind_option="--subject-kind")
     try:
         ps = PhotoSet.from_folder(args.photos, subject_class=subject.name, min_photos=args.min_photos,
-                                  min_side=args.min_side, subject_kind=subject.kind)
+                                  min_side=args.min_side, subject_kind=subject.kind,
+                                  likeness=getattr(args, "likeness", None))
     except TooFewPhotosError as exc:
         if exc.report is None:
             raise

@@ -308,6 +308,8 @@ class AvatarModel:
         on_avatar: AvatarCallback | None = None,
         callback_on_step_end: Callable[..., Any] | None = None,
         out_dir: str | os.PathLike[str] | None = None,
+        keep_best: int | None = None,
+        references: Any = None,
     ) -> AvatarPack:
         """Render ``num_images`` avatars from ``prompts`` into an :class:`AvatarPack`.
 
@@ -315,10 +317,20 @@ class AvatarModel:
         :class:`PromptGenerator` (asked for ``num_images`` prompts, 40 by default). Image ``i`` gets
         seed ``seed + i``. With ``out_dir`` each image is written as soon as it is finished. Ctrl-C
         stops after the current batch is lost and returns the finished avatars (``pack.interrupted``).
+
+        ``keep_best=N`` (needs the ``[likeness]`` extra) renders ``num_images`` candidates (twice ``N`` by
+        default), scores each with face likeness against ``references`` (the subject's photos: a folder,
+        paths, images or a :class:`~lensa_for_all.likeness.ReferenceSet`) and keeps the ``N`` best, each
+        with its ``likeness``; they are written to ``out_dir`` (``avatars.json`` records the scores, the
+        contact sheet is sorted by likeness) and passed to ``on_avatar`` once the candidates are scored.
         """
         settings = dict(negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
                         guidance_scale=guidance_scale, height=height, width=width, scheduler=scheduler,
                         lora_scale=lora_scale, styles=styles, magic=magic)
+        if keep_best is not None:
+            return self._generate_best(keep_best, references, prompts, num_images, seed=seed, settings=settings,
+                                       batch_size=batch_size, progress=progress, on_avatar=on_avatar,
+                                       callback_on_step_end=callback_on_step_end, out_dir=out_dir)
         with contextlib.ExitStack() as held:
             if out_dir is not None:  # one writer per folder: a second process fails at once, naming this one
                 held.enter_context(RunLock(out_dir, what="lensa-for-all generate"))
@@ -341,6 +353,37 @@ class AvatarModel:
             pack = AvatarPack([done[i] for i in sorted(done)], interrupted=interrupted, requested=len(jobs))
             if writer:
                 writer.finish(pack)
+            return pack
+
+    def _generate_best(self, keep_best: int, references: Any, prompts: PromptsLike, num_images: int | None, *,
+                       seed: int | None, settings: Mapping[str, Any], batch_size: int | None, progress: bool,
+                       on_avatar: AvatarCallback | None, callback_on_step_end: Callable[..., Any] | None,
+                       out_dir: str | os.PathLike[str] | None) -> AvatarPack:
+        """``generate(keep_best=N)``: render the candidates in memory, keep the ``N`` most like the subject."""
+        from ..likeness import FaceIdentity
+        from .best import candidate_count, pick_best, reference_set
+
+        count = candidate_count(keep_best, num_images)
+        identity = FaceIdentity()  # without the extra this fails before anything is rendered
+        refs = reference_set(references, identity)
+        with contextlib.ExitStack() as held:
+            if out_dir is not None:
+                held.enter_context(RunLock(out_dir, what="lensa-for-all generate"))
+            candidates = self.generate(prompts, count, seed=seed, batch_size=batch_size, progress=progress,
+                                       callback_on_step_end=callback_on_step_end, **settings)
+            kept = pick_best(list(candidates), keep_best, refs, identity)
+            if kept:
+                log.info("Kept the %d of %d candidates most like the subject (likeness %.2f to %.2f).", len(kept),
+                         len(candidates), min(a.likeness or 0.0 for a in kept), max(a.likeness or 0.0 for a in kept))
+            pack = AvatarPack(kept, interrupted=candidates.interrupted, requested=keep_best)
+            if out_dir is not None:
+                writer = PackWriter(out_dir)
+                for i, avatar in enumerate(kept):
+                    writer.add(avatar, i)
+                writer.finish(pack, sort="likeness")
+            for avatar in kept:
+                if on_avatar:
+                    on_avatar(avatar)
             return pack
 
     def _continue_pack(self, writer: PackWriter | None, prompts: PromptsLike, num_images: int | None,

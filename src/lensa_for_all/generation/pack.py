@@ -18,7 +18,7 @@ from typing import Any, overload
 import attrs
 
 from ..atomic import atomic_path, write_json_atomic
-from ..errors import GenerationError
+from ..errors import ConfigError, GenerationError
 from .a1111 import format_lora_hashes, lora_tag, parse_lora_hashes, sampler_and_schedule, strip_lora_tag
 from .schedulers import from_a1111_name
 
@@ -60,11 +60,16 @@ class Avatar:
     lora_name: str | None = None
     lora_hash: str | None = None
     rng: str | None = None
+    # Face likeness to the subject's photos in [0, 1] when the pack was picked with keep_best (see
+    # lensa_for_all.likeness); not a generation parameter, so it is not in the PNG's text.
+    likeness: float | None = None
 
     def parameters(self) -> dict[str, Any]:
-        """The generation parameters, without the image (what the JSON index stores)."""
+        """The generation parameters, without the image (what the JSON index stores; ``likeness`` when scored)."""
         out = {f.name: getattr(self, f.name) for f in attrs.fields(Avatar) if f.name != "image"}
         out["batch_members"] = [dict(m) for m in self.batch_members]
+        if self.likeness is None:
+            del out["likeness"]
         return out
 
     def a1111_parameters(self) -> str:
@@ -259,13 +264,24 @@ class AvatarPack(Sequence[Avatar]):
     def images(self) -> list[Any]:
         return [a.image for a in self._avatars]
 
-    def contact_sheet(self, *, columns: int | None = None, cell: int | None = None, padding: int = 4) -> Any:
+    def by_likeness(self) -> AvatarPack:
+        """The avatars best likeness first (stable; unscored ones last, in pack order)."""
+        ranked = sorted(self._avatars, key=lambda a: -a.likeness if a.likeness is not None else math.inf)
+        return AvatarPack(ranked, interrupted=self.interrupted, requested=self.requested)
+
+    def contact_sheet(self, *, columns: int | None = None, cell: int | None = None, padding: int = 4,
+                      sort: str | None = None) -> Any:
         """A grid of the pack's images: ``columns`` (about square by default) of ``cell``-px square cells.
 
         ``cell`` defaults to the largest image side, capped at 256 px so a 40-image sheet stays small.
+        ``sort="likeness"`` puts the best likeness first (see :meth:`by_likeness`); the default keeps pack order.
         """
         from PIL import Image
 
+        if sort not in (None, "likeness"):
+            raise ConfigError(f"sort must be None or 'likeness', not {sort!r}.")
+        if sort == "likeness":
+            return self.by_likeness().contact_sheet(columns=columns, cell=cell, padding=padding)
         if not self._avatars:
             raise GenerationError("The pack is empty; there is nothing to put on a contact sheet.")
         n = len(self._avatars)
@@ -386,8 +402,9 @@ class PackWriter:
             data["pending"] = self.pending
         write_json_atomic(self.out_dir / INDEX_NAME, data)
 
-    def finish(self, pack: AvatarPack | None) -> Path | None:
-        """Write the contact sheet of ``pack`` (if given and not empty) and the final index.
+    def finish(self, pack: AvatarPack | None, *, sort: str | None = None) -> Path | None:
+        """Write the contact sheet of ``pack`` (if given and not empty; ``sort`` as in
+        :meth:`AvatarPack.contact_sheet`) and the final index.
 
         A pack that is complete (not ``interrupted``) clears the pending record of :meth:`begin`.
         """
@@ -398,7 +415,7 @@ class PackWriter:
             return None
         sheet = self.out_dir / CONTACT_SHEET_NAME
         with atomic_path(sheet) as tmp:
-            pack.contact_sheet().save(tmp, format="JPEG", quality=90)
+            pack.contact_sheet(sort=sort).save(tmp, format="JPEG", quality=90)
         self._write_index(CONTACT_SHEET_NAME)
         return sheet
 
