@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -148,6 +149,8 @@ def test_a_full_fine_tune_writes_the_checkpoint_beside_its_diffusers_folders(tin
     manifest = write_artifacts(out, config, unet, None, metrics={"steps": 4}, losses=[0.5],
                                prediction_type="epsilon")
     assert manifest["checkpoint_weights"] == "qwv_checkpoint.safetensors"
+    data = (out / "qwv_checkpoint.safetensors").read_bytes()
+    assert manifest["checkpoint_hash"] == {"sha256_10": hashlib.sha256(data).hexdigest()[:10], "size": len(data)}
     assert "qwv_checkpoint.safetensors" in manifest["files"]
     state = load_file(str(out / "qwv_checkpoint.safetensors"))
     back = convert_ldm_unet_checkpoint(state, dict(unet.config))

@@ -133,3 +133,14 @@ def test_each_scheduler_maps_to_a_sampler_and_schedule_a1111_knows() -> None:
         sampler, schedule = sampler_and_schedule(name)
         assert schedule in schedules
         assert from_a1111_name(sampler, schedule) == name  # and it reads back to the same scheduler
+
+
+def test_the_recorded_checkpoint_hash_is_used_only_while_the_file_is_unchanged(tmp_path: Path) -> None:
+    from lensa_for_all.generation.a1111 import hashes_for
+
+    ckpt = tmp_path / "m.safetensors"
+    ckpt.write_bytes(b"0123456789")
+    recorded = {"checkpoint_weights": ckpt.name, "checkpoint_hash": {"sha256_10": "feedc0ffee", "size": 10}}
+    assert hashes_for(tmp_path, recorded).model_hash == "feedc0ffee"  # no 2 GB re-hash at every load
+    ckpt.write_bytes(b"another file")  # replaced: the recorded hash no longer applies
+    assert hashes_for(tmp_path, recorded).model_hash == hashlib.sha256(b"another file").hexdigest()[:10]

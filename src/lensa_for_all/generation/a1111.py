@@ -23,7 +23,6 @@ __all__ = ["ModelHashes", "model_hash", "lora_hash", "hashes_for", "sampler_and_
 
 log = logging.getLogger(__name__)
 
-MODEL_HASH_LENGTH = 10
 LORA_HASH_LENGTH = 12
 _BLOCK = 1024 * 1024
 
@@ -47,7 +46,9 @@ def _sha256(path: Path, offset: int = 0) -> str:
 
 def model_hash(path: str | os.PathLike[str]) -> str:
     """A1111's checkpoint ``Model hash``: the first 10 hex digits of the whole file's SHA-256."""
-    return _sha256(Path(path))[:MODEL_HASH_LENGTH]
+    from ..training.single_file import a1111_model_hash
+
+    return a1111_model_hash(path)
 
 
 def lora_hash(path: str | os.PathLike[str]) -> str:
@@ -79,13 +80,19 @@ def hashes_for(folder: Path | None, manifest: Mapping[str, Any]) -> ModelHashes:
 
     checkpoint = existing("checkpoint_weights")
     kohya = existing("kohya_weights")
-    if checkpoint is not None:
-        log.info("Hashing %s for the PNG metadata", checkpoint.name)
     return ModelHashes(
-        model_hash=model_hash(checkpoint) if checkpoint is not None else None,
+        model_hash=_checkpoint_hash(checkpoint, manifest.get("checkpoint_hash")) if checkpoint is not None else None,
         lora_name=kohya.stem if kohya is not None else None,
         lora_hash=lora_hash(kohya) if kohya is not None else None,
     )
+
+
+def _checkpoint_hash(path: Path, recorded: Any) -> str:
+    """The hash training recorded for the file (2 GB take seconds to hash), unless the file's size changed."""
+    if isinstance(recorded, Mapping) and recorded.get("size") == path.stat().st_size and recorded.get("sha256_10"):
+        return str(recorded["sha256_10"])
+    log.info("Hashing %s for the PNG metadata", path.name)
+    return model_hash(path)
 
 
 def sampler_and_schedule(scheduler: str) -> tuple[str, str]:

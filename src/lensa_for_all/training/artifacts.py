@@ -196,6 +196,11 @@ def write_artifacts(output_dir: Path, config: TrainingConfig, unet: Any, text_en
              and p.name not in (MANIFEST_NAME, "README.md")]
     manifest = build_manifest(config, metrics, prediction_type=prediction_type, files=files)
     manifest["checkpoint_weights"] = checkpoint_name(config.token) if config.method == "full" else None
+    if config.method == "full":  # A1111's "Model hash", computed once here instead of at every load
+        from .single_file import a1111_model_hash
+
+        checkpoint = output_dir / checkpoint_name(config.token)
+        manifest["checkpoint_hash"] = {"sha256_10": a1111_model_hash(checkpoint), "size": checkpoint.stat().st_size}
     write_text_atomic(output_dir / "README.md", model_card(config, manifest))
     write_json_atomic(output_dir / MANIFEST_NAME, manifest)
     return manifest

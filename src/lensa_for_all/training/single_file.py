@@ -26,7 +26,7 @@ from typing import Any, Literal
 from ..atomic import atomic_path
 from ..errors import ModelNotFoundError
 
-__all__ = ["SINGLE_FILE_SUFFIX", "single_file_name", "original_state_dict", "unet_to_original",
+__all__ = ["SINGLE_FILE_SUFFIX", "single_file_name", "a1111_model_hash", "original_state_dict", "unet_to_original",
            "vae_to_original", "text_encoder_to_original", "write_single_file", "is_v2_text_encoder"]
 
 SINGLE_FILE_SUFFIX = ".safetensors"
@@ -37,6 +37,17 @@ VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "cond_stage_model.transformer."
 OPEN_CLIP_PREFIX = "cond_stage_model.model."
 V_PRED_MARKER = "v_pred"
+
+
+def a1111_model_hash(path: str | os.PathLike[str]) -> str:
+    """AUTOMATIC1111's ``Model hash`` of a checkpoint: the first 10 hex digits of the file's SHA-256."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()[:10]
 
 
 def single_file_name(folder_name: str) -> str:
