@@ -38,6 +38,7 @@ def test_hostile_prompts_round_trip_through_modelcard_load(prompt: str, method: 
     assert card.data.base_model == "stable-diffusion-v1-5/stable-diffusion-v1-5"
     assert card.data.license == "creativeml-openrail-m" and card.data.library_name == "diffusers"
     assert ("lora" in card.data.tags) == (method == "lora")
+    assert card.data.inference is True  # the widget can run: the base is on the Hub
     assert {"text-to-image", "diffusers", "dreambooth"} <= set(card.data.tags)
     if method == "full":
         assert "ohwx_checkpoint.safetensors" in card.text
@@ -51,7 +52,7 @@ def test_a_local_base_model_is_never_written_as_base_model(tiny_sd: Path, tmp_pa
     text = model_card(config, _manifest())
     path.write_text(text, encoding="utf-8")
     card = ModelCard.load(path)
-    assert card.data.base_model is None
+    assert card.data.base_model is None and card.data.inference is False
     assert str(tiny_sd) not in text and tiny_sd.name not in text
     # a relative path that does not exist here (say, a folder on the training machine) is not a Hub id either
     other = TrainingConfig.for_subject("person", "lora", base_model="./models/sd15")

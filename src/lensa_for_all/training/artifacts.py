@@ -86,7 +86,8 @@ def model_card(config: TrainingConfig, manifest: dict[str, Any]) -> str:
     prompt = config.instance_prompt_text
     data = ModelCardData(
         license="creativeml-openrail-m", library_name="diffusers", base_model=hub_base, tags=tags,
-        instance_prompt=prompt, widget=[{"text": prompt}], inference=False,
+        instance_prompt=prompt, widget=[{"text": prompt}],
+        inference=hub_base is not None,  # the Hub's widget can only run on a base model the Hub has
     )
     base_text = f"[{hub_base}](https://huggingface.co/{hub_base})" if hub_base else "a local Stable Diffusion model"
     example = prompt + ", portrait, studio lighting"
