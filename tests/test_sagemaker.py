@@ -233,8 +233,7 @@ def test_exact_job_request_and_no_secret_in_logs(aws_env: str, inputs: dict[str,
     (req,) = requests
     assert req["TrainingJobName"] == result.job_name and req["TrainingJobName"].startswith("lensa-alice-")
     assert req["AlgorithmSpecification"]["TrainingImage"] == (
-        "763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-training:"
-        "2.1.0-transformers4.36.0-gpu-py310-cu121-ubuntu20.04")
+        "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch:2.13.0-cu133-amzn2023-sagemaker")
     assert req["RoleArn"] == ROLE
     assert req["ResourceConfig"] == {"InstanceType": "ml.g5.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 40,
                                      "VolumeKmsKeyId": "kms-123"}
