@@ -82,3 +82,14 @@ def test_no_likeness_skips_the_comparison(mixed: Path) -> None:
     assert ps.identity is None and not ps.warnings()
     pets = PhotoSet.from_folder(mixed, subject_class="dog")
     assert pets.identity is None  # faces are compared for people only
+
+
+@pytest.mark.slow
+def test_the_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    needs_likeness()
+    import runpy
+
+    runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / "likeness.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "Not the same person as the other photos: party-friend.jpg" in out
+    assert "Hopper: likeness 0." in out and "(same person: False)" in out
