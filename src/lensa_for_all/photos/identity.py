@@ -75,7 +75,7 @@ def _faces(identity: Any, path: Path) -> list[Any]:
     try:
         image = opened.decode(ANALYSIS_SIDE, gray=False)
         try:
-            return identity.faces(image)  # type: ignore[no-any-return]
+            return list(identity.faces(image))
         finally:
             image.close()
     finally:
