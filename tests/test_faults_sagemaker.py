@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -53,8 +54,13 @@ def _interrupt_wait(backend: SageMakerBackend, *, stops: bool, stop_fails: bool 
 
 
 @pytest.fixture(autouse=True)
-def _no_log_handlers(caplog: pytest.LogCaptureFixture) -> None:
-    logging.getLogger("lensa_for_all").setLevel(logging.CRITICAL)  # the message must not depend on logging
+def _library_logging_off() -> Iterator[None]:
+    """The message must reach the user with the library's logging silenced (as -q does)."""
+    logger = logging.getLogger("lensa_for_all")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    yield
+    logger.setLevel(level)
 
 
 def test_without_a_terminal_the_job_is_left_running_and_the_user_is_told_how_to_stop_it(
