@@ -1,4 +1,4 @@
-"""The offline demo: every stage of a real run, on CPU, in a couple of minutes, with no download.
+"""The offline demo: every stage of a real run, on CPU, in about a minute, with no download.
 
 It builds a small random-weight Stable Diffusion model (:func:`lensa_for_all.testing.make_tiny_sd`),
 copies the sample photos that ship with the package (``lensa_for_all/demo_photos``: no dev-only
@@ -24,7 +24,7 @@ __all__ = ["run_demo", "sample_photos", "DEMO_MODEL_SIZE", "DEMO_STEPS", "DEMO_I
            "RANDOM_WEIGHTS_NOTICE"]
 
 DEMO_MODEL_SIZE = "tiny"
-"""``make_tiny_sd`` size: diffusers' test-sized SD at 64 px keeps the demo well under 2 minutes on 2 cores
+"""``make_tiny_sd`` size: diffusers' test-sized SD at 64 px keeps the demo at about 1 minute on 2 cores
 (``"small"``, SD-shaped at 128 px, takes about twice as long)."""
 DEMO_RESOLUTION = 128
 DEMO_STEPS = 30

@@ -43,9 +43,10 @@ def register(subparsers: Any) -> None:
     run.set_defaults(func=run_run)
 
     demo = subparsers.add_parser(
-        "demo", help="run every stage offline on sample photos and a tiny random model (CPU, ~2 min)",
+        "demo", help="run every stage offline on sample photos and a tiny random model (CPU, about 1 min)",
         description="Build a small random-weight model and sample photos, then run the real pipeline on them: "
-                    "photo check, LoRA training, avatars and a contact sheet. Needs no GPU and no download. "
+                    "photo check, LoRA training, avatars and a contact sheet. Needs no GPU and no download "
+                    "(CPU, about 1 min on two cores: benchmarks/README.md, \"CPU threads\"). "
                     "The avatars are noise: the weights are random.",
     )
     demo.add_argument("--out", default=None, help="demo folder (default ./demo-out)")
