@@ -181,3 +181,58 @@ def test_a_full_disk_while_training_saves_a_checkpoint_is_a_disk_full_error(
     assert sorted(p.name for p in ck.iterdir()) == ["checkpoint-000001"]
     monkeypatch.setattr(checkpoints, "_fsync_file", real)
     assert train(cfg, photos, tmp_path / "out")["resumed_from"].endswith("checkpoint-000001")
+
+
+@pytest.mark.slow
+def test_a_checkpoint_damaged_in_s3_after_a_spot_kill_is_skipped_on_resume(aws_env: str, tiny_sd: Path,
+                                                                             tmp_path: Path) -> None:
+    """The real loop in a played SageMaker container: killed after step 2; the step-2 checkpoint that comes back
+    from S3 is truncated (a sync cut short), so the next job resumes from step 1 and says why."""
+    from lensa_for_all.backends.sagemaker import SageMakerBackend
+    from lensa_for_all.config import TrainingConfig
+    from lensa_for_all.errors import TrainingJobFailed
+    from lensa_for_all.trainer import DreamBoothTrainer
+    from sagemaker_helpers import make_png_folder, play_on_start
+
+    def backend() -> SageMakerBackend:
+        b = SageMakerBackend(role="arn:aws:iam::123456789012:role/LensaForAllSageMakerRole", region="us-east-1",
+                             show_progress=False, poll_interval_s=0)
+        b.sleep = lambda _s: None
+        return b
+
+    config = TrainingConfig.for_subject("dog", base_model=str(tiny_sd), resolution=64, max_train_steps=4,
+                                        checkpointing_steps=1, checkpoints_total_limit=3, lora_rank=4,
+                                        mixed_precision="no", with_prior_preservation=False,
+                                        train_text_encoder=False, seed=3)
+    source = DreamBoothTrainer(config).package_source_dir(tmp_path / "src")
+    photos = make_png_folder(tmp_path / "photos", count=4, size=72)
+    killed = backend()
+    jobs = play_on_start(killed, tmp_path / "c-kill", kill_at_step=2)
+
+    def fail_it(parsed: dict[str, object], **_: object) -> None:
+        if parsed.get("TrainingJobName") in jobs:
+            parsed.update(TrainingJobStatus="Failed", FailureReason="InternalServerError: spot instance reclaimed")
+
+    killed.aws.client("sagemaker").meta.events.register("after-call.sagemaker.DescribeTrainingJob", fail_it)
+    out = tmp_path / "spot" / "model"
+    with pytest.raises(TrainingJobFailed):
+        killed.run(source, {"instance": photos}, out)
+
+    s3 = killed.aws.client("s3")
+    found = [(b["Name"], o["Key"]) for b in s3.list_buckets()["Buckets"]
+             for o in s3.list_objects_v2(Bucket=b["Name"]).get("Contents", [])
+             if o["Key"].endswith("checkpoint-000002/trainable.safetensors")]
+    assert len(found) == 1
+    bucket, key = found[0]
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    s3.put_object(Bucket=bucket, Key=key, Body=body[: len(body) // 2])
+
+    resumed = backend()
+    jobs2 = play_on_start(resumed, tmp_path / "c-resume")
+    steps: list[int] = []
+    result = resumed.run(source, {"instance": photos}, out,
+                         progress=lambda p: steps.append(p.step) if p.stage == "train" else None)
+    assert steps == [2, 3, 4]  # from checkpoint 1, not the damaged checkpoint 2
+    log = (tmp_path / "c-resume" / jobs2[0] / "container.log").read_text()
+    assert "Not resuming from" in log and "checkpoint-000002" in log and "trainable.safetensors is" in log
+    assert result.output_dir is not None and (result.output_dir / "pytorch_lora_weights.safetensors").is_file()
