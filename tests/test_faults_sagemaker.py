@@ -70,7 +70,7 @@ def test_without_a_terminal_the_job_is_left_running_and_the_user_is_told_how_to_
     _interrupt_wait(backend, stops=False)
     err = capsys.readouterr().err
     assert "lensa-job-1 is STILL RUNNING on AWS and billing" in err and STOP in err
-    assert "SageMakerBackend().attach('lensa-job-1')" in err and "run the same lensa-for-all command again" in err
+    assert "SageMakerBackend().attach('lensa-job-1')" in err and "run the same `lensa-for-all run` command" in err
 
 
 def test_at_a_terminal_yes_stops_the_job_and_says_so(aws_env: str, monkeypatch: pytest.MonkeyPatch,

@@ -20,8 +20,8 @@ def stop_command(job_name: str, region: str | None) -> str:
 
 
 def _reattach(job_name: str) -> str:
-    return (f"run the same lensa-for-all command again (it re-attaches), or in Python "
-            f"SageMakerBackend().attach({job_name!r})")
+    return (f"run the same `lensa-for-all run` command (or Pipeline.run) again, which re-attaches to it, or "
+            f"in Python SageMakerBackend().attach({job_name!r})")
 
 
 def job_stopped(job_name: str, region: str | None) -> str:
