@@ -68,11 +68,13 @@ SCHEDULER_CONFIG = {
 }
 
 
-def make_clip_tokenizer(path: str | os.PathLike[str], *, num_merges: int = 400) -> Path:
+def make_clip_tokenizer(path: str | os.PathLike[str], *, num_merges: int = 400, pad_token: str = "<|endoftext|>"
+                        ) -> Path:
     """Write a CLIP BPE tokenizer (``vocab.json``, ``merges.txt``) learnt from a small prompt corpus.
 
     Same format and special tokens as ``openai/clip-vit-large-patch14``, so ``CLIPTokenizer`` loads it
     and counts tokens the way the real one does (byte-level symbols, ``</w>`` word ends, 77 max).
+    SDXL's second tokenizer pads with ``"!"`` (``pad_token="!"``).
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -89,17 +91,18 @@ def make_clip_tokenizer(path: str | os.PathLike[str], *, num_merges: int = 400) 
     )
     (path / "special_tokens_map.json").write_text(json.dumps({
         "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
-        "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>", "pad_token": pad_token,
     }))
     (path / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True,
         "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
-        "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>", "pad_token": pad_token,
     }))
     return path
 
 
-def _as_hub_layout(folder: Path) -> None:
+def _as_hub_layout(folder: Path, text_encoders: tuple[tuple[str, str, str], ...] = (
+        ("text_encoder", "tokenizer", "<|endoftext|>"),)) -> None:
     """Rewrite what transformers 5's ``save_pretrained`` changed, so the folder has the layout of the Hub's SD
     1.5: CLIP weights keyed ``text_model.*``, and a tokenizer of ``vocab.json`` + ``merges.txt`` with the two
     JSON files, no ``tokenizer.json``. Tests then catch code that only works with the transformers-5 layout."""
@@ -109,10 +112,11 @@ def _as_hub_layout(folder: Path) -> None:
 
     from ..training.pipeline_folder import canonical_text_encoder_state
 
-    weights = folder / "text_encoder" / "model.safetensors"
-    save_file(canonical_text_encoder_state(load_file(str(weights))), str(weights), metadata={"format": "pt"})
-    shutil.rmtree(folder / "tokenizer")
-    make_clip_tokenizer(folder / "tokenizer")
+    for encoder, tokenizer, pad in text_encoders:
+        weights = folder / encoder / "model.safetensors"
+        save_file(canonical_text_encoder_state(load_file(str(weights))), str(weights), metadata={"format": "pt"})
+        shutil.rmtree(folder / tokenizer)
+        make_clip_tokenizer(folder / tokenizer, pad_token=pad)
 
 
 def make_tiny_sd(
@@ -121,13 +125,20 @@ def make_tiny_sd(
     *,
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon",
     seed: int = 0,
+    family: Literal["sd1", "sdxl"] = "sd1",
 ) -> Path:
     """Build a random-weight Stable Diffusion 1.x-layout pipeline folder at ``path`` and return it.
 
     ``StableDiffusionPipeline.from_pretrained(path)`` loads it; the safety checker is absent. With
     ``prediction_type="v_prediction"`` it stands in for an SD 2.x-style model. Building is
     deterministic for a given ``seed``. An existing complete folder is reused.
+
+    ``family="sdxl"`` builds a tiny SDXL instead (``size="tiny"`` only, 64 px): a UNet with SDXL's
+    ``text_time`` added conditioning, two CLIP text encoders (the second with a projection) and two
+    locally built tokenizers; ``StableDiffusionXLPipeline.from_pretrained(path)`` loads it.
     """
+    if family == "sdxl":
+        return _make_tiny_sdxl(Path(path), size=size, prediction_type=prediction_type, seed=seed)
     import torch
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -170,6 +181,70 @@ def make_tiny_sd(
     if path.exists():
         import shutil
 
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return path
+
+
+def _make_tiny_sdxl(path: Path, *, size: str, prediction_type: str, seed: int) -> Path:
+    """The tiny SDXL of diffusers' own pipeline tests, with Hub-layout encoders and tokenizers."""
+    import shutil
+
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    if size != "tiny":
+        raise ValueError(f"family='sdxl' is built only at size='tiny', not {size!r}")
+    if (path / "model_index.json").is_file():
+        return path
+    tmp = path.with_name(f".{path.name}.building")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    make_clip_tokenizer(tmp / "tokenizer")
+    make_clip_tokenizer(tmp / "tokenizer_2", pad_token="!")
+    tokenizer = CLIPTokenizer.from_pretrained(tmp / "tokenizer")
+    tokenizer_2 = CLIPTokenizer.from_pretrained(tmp / "tokenizer_2")
+    torch.manual_seed(seed)
+    hidden, time_dim = 32, 8
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=time_dim, transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * time_dim + hidden,  # six size/crop numbers + pooled text
+        cross_attention_dim=2 * hidden, norm_num_groups=1,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4, sample_size=64,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=32, scaling_factor=0.13025,
+    )
+
+    def te_config(tok: Any) -> Any:
+        return CLIPTextConfig(
+            vocab_size=max(len(tok), 1000), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id, max_position_embeddings=77, layer_norm_eps=1e-5, hidden_size=hidden,
+            intermediate_size=37, num_attention_heads=4, num_hidden_layers=5, projection_dim=hidden,
+            hidden_act="gelu",
+        )
+
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+        steps_offset=1, timestep_spacing="leading", interpolation_type="linear", prediction_type=prediction_type,
+    )
+    pipe = StableDiffusionXLPipeline(
+        unet=unet, vae=vae, text_encoder=CLIPTextModel(te_config(tokenizer)), tokenizer=tokenizer,
+        text_encoder_2=CLIPTextModelWithProjection(te_config(tokenizer_2)), tokenizer_2=tokenizer_2,
+        scheduler=scheduler, force_zeros_for_empty_prompt=True,
+    )
+    pipe.save_pretrained(tmp, safe_serialization=True)  # type: ignore[attr-defined]
+    _as_hub_layout(tmp, (("text_encoder", "tokenizer", "<|endoftext|>"), ("text_encoder_2", "tokenizer_2", "!")))
+    (tmp / "lensa_testing.json").write_text(json.dumps({
+        "family": "sdxl", "size": size, "resolution": 64, "prediction_type": prediction_type, "seed": seed,
+        "note": "random weights from lensa_for_all.testing; images are noise-like by design",
+    }, indent=2))
+    if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)
     return path

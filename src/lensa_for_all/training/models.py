@@ -1,4 +1,4 @@
-"""Loading a Stable Diffusion 1.x/2.x base model's parts, with errors a user can act on."""
+"""Loading a Stable Diffusion base model's parts (1.x/2.x or SDXL), with errors a user can act on."""
 
 from __future__ import annotations
 
@@ -7,21 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelNotFoundError
+from ..families import SD1, ModelFamily, detect_family
 
 __all__ = ["check_base_model", "check_model_index", "load_component"]
 
-_REQUIRED = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-_LOADERS = {
-    "unet": ("diffusers", "UNet2DConditionModel"),
-    "vae": ("diffusers", "AutoencoderKL"),
-    "text_encoder": ("transformers", "CLIPTextModel"),
-    "tokenizer": ("transformers", "CLIPTokenizer"),
-    "scheduler": ("diffusers", "DDPMScheduler"),
-}
 
-
-def check_base_model(base_model: str, revision: str | None = None) -> None:
-    """Raise :class:`ModelNotFoundError` unless ``base_model`` is a Stable Diffusion 1.x/2.x pipeline.
+def check_base_model(base_model: str, revision: str | None = None, family: str = "auto") -> ModelFamily:
+    """The family of ``base_model``; :class:`ModelNotFoundError` unless it is an SD 1.x/2.x or SDXL pipeline.
 
     A local folder is checked on disk; a Hub id is checked by fetching its ``model_index.json``
     (from the cache when offline).
@@ -32,7 +24,7 @@ def check_base_model(base_model: str, revision: str | None = None) -> None:
         if not (path / "model_index.json").is_file():
             raise ModelNotFoundError(
                 f"{base_model} is not a diffusers pipeline folder (no model_index.json). Point base_model at a "
-                "Stable Diffusion 1.x/2.x folder saved with save_pretrained, or at a Hub id."
+                "Stable Diffusion (1.x/2.x or XL) folder saved with save_pretrained, or at a Hub id."
             )
         index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
     else:
@@ -46,31 +38,26 @@ def check_base_model(base_model: str, revision: str | None = None) -> None:
                 "and revision, log in with `hf auth login` for gated models, or pass a local folder."
             ) from exc
         index = json.loads(Path(local).read_text(encoding="utf-8"))
-    check_model_index(base_model, index)
+    return check_model_index(base_model, index, family)
 
 
-def check_model_index(base_model: str, index: Any) -> None:
-    """Raise :class:`ModelNotFoundError` unless ``index`` (a ``model_index.json``) is an SD 1.x/2.x pipeline's."""
-    if not isinstance(index, dict):
-        raise ModelNotFoundError(f"{base_model}'s model_index.json is not a JSON object; the model is damaged.")
-    missing = [c for c in _REQUIRED if c not in index]
-    if missing or "XL" in str(index.get("_class_name", "")) or "text_encoder_2" in index:
-        raise ModelNotFoundError(
-            f"{base_model} is a {index.get('_class_name', 'unknown')} pipeline, not Stable Diffusion 1.x/2.x "
-            f"(missing {missing or 'nothing'}). Use e.g. stable-diffusion-v1-5/stable-diffusion-v1-5."
-        )
+def check_model_index(base_model: str, index: Any, family: str = "auto") -> ModelFamily:
+    """The family whose pipeline ``index`` (a ``model_index.json``) describes; :class:`ModelNotFoundError` if none."""
+    return detect_family(base_model, index, family)
 
 
-def load_component(base_model: str, name: str, revision: str | None = None, **kwargs: Any) -> Any:
-    """``from_pretrained`` of one part (``unet``, ``vae``, ``text_encoder``, ``tokenizer``, ``scheduler``)."""
+def load_component(base_model: str, name: str, revision: str | None = None, family: ModelFamily = SD1,
+                   **kwargs: Any) -> Any:
+    """``from_pretrained`` of one part (``unet``, ``vae``, ``text_encoder``, ``tokenizer``, ``scheduler``, and
+    SDXL's ``text_encoder_2``, ``tokenizer_2``)."""
     import importlib
 
-    module, cls_name = _LOADERS[name]
+    module, cls_name = family.loader(name)
     cls = getattr(importlib.import_module(module), cls_name)
     try:
         return cls.from_pretrained(base_model, subfolder=name, revision=revision, **kwargs)
     except (OSError, ValueError) as exc:
         raise ModelNotFoundError(
             f"Cannot load the {name} of base model {base_model!r}: {exc}. Check that it is a complete "
-            "Stable Diffusion 1.x/2.x pipeline."
+            f"{family.label} pipeline."
         ) from exc
