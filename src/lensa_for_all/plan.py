@@ -57,6 +57,7 @@ class SettingNames:
     role: str = "sagemaker={'role': ...}"
     bucket: str = "sagemaker={'bucket': ...}"
     run_dir: str = "run_dir="
+    command_line: bool = False
 
 
 PYTHON_NAMES = SettingNames()
@@ -68,7 +69,7 @@ CLI_NAMES = SettingNames(
     instance_type="--instance-type (or LENSA_INSTANCE_TYPE)", spot="--spot",
     max_cost="--max-cost (or LENSA_MAX_COST_USD)", role="role in the [sagemaker] table of the config file "
     "(or LENSA_ROLE)", bucket="bucket in the [sagemaker] table of the config file (or LENSA_BUCKET)",
-    run_dir="--run-dir",
+    run_dir="--run-dir", command_line=True,
 )
 
 
@@ -290,6 +291,10 @@ def _check_base_model(base_model: str, revision: str | None, *, remote: bool, na
         check_base_model(str(path))
         return "local folder"
     if not _hub_id_shape(base_model):
+        if remote:  # a path that may exist only in the training container (a channel, a mounted volume)
+            notes.append(f"Base model {base_model} is not a folder on this machine nor a Hub id; the training job "
+                         "must find it in its container.")
+            return "not checked"
         raise ModelNotFoundError(f"Base model {base_model!r} is neither an existing folder nor a Hub id "
                                  f"(organisation/name). Fix {names.base_model}.")
     from huggingface_hub import try_to_load_from_cache
@@ -402,6 +407,10 @@ def _check_aws(options: Mapping[str, Any], config: Any, num_photos: int, names: 
     estimate = estimate_cost(config, num_photos, instance_type=instance_type, spot=spot, region=region)
     max_cost = options.get("max_cost_usd")
     if max_cost is not None and estimate.usd > float(max_cost):
+        if not names.command_line:  # the words SageMakerBackend uses for the same refusal
+            raise CostLimitExceeded(
+                f"The estimated cost ${estimate.usd:.2f} is over max_cost_usd=${float(max_cost):.2f}; nothing was "
+                f"launched. {estimate}. Raise max_cost_usd, use spot=True, a cheaper instance_type, or fewer steps.")
         raise CostLimitExceeded(
             f"The estimated cost ${estimate.usd:.2f} is over your limit of ${float(max_cost):.2f} "
             f"({names.max_cost}); nothing was started. {estimate}. Raise the limit, use spot instances "
@@ -468,4 +477,4 @@ def _check_quota(aws: Any, instance_type: str, spot: bool, names: SettingNames, 
         raise AWSConfigurationError(
             f"Your account's SageMaker quota for {wanted} in {aws.region} is 0, so the job would be refused. "
             f"Request an increase in the Service Quotas console (SageMaker, '{wanted}'), or choose another "
-            f"{names.instance_type}" + (f" or {other}" if names is CLI_NAMES else "") + ".")
+            f"{names.instance_type}" + (f" or {other}" if names.command_line else "") + ".")

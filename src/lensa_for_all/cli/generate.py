@@ -120,6 +120,9 @@ def _check_keep_best(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_generate(args: argparse.Namespace) -> int:
     from ..generation import AvatarModel
+    from ..quiet import route_library_output
+
+    route_library_output(verbose=args.verbose)  # the libraries' loading bars and warnings only with -v
 
     best = _check_keep_best(args)
     if args.model.startswith("endpoint:"):
