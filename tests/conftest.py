@@ -54,6 +54,14 @@ def tiny_sd_v(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight SDXL pipeline folder (64 px, two text encoders), built once per session."""
+    from lensa_for_all.testing import make_tiny_sd
+
+    return make_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sdxl", family="sdxl")
+
+
+@pytest.fixture(scope="session")
 def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from lensa_for_all.testing import make_tiny_gpt2
 

@@ -81,6 +81,10 @@ class TrainingConfig:
     base_model: str = DEFAULT_BASE_MODEL
     revision: str | None = None
     method: str = attrs.field(default="lora", validator=_one_of(*METHODS))
+    # "auto": from the base model's model_index.json; "sd1" (SD 1.x/2.x) or "sdxl" forces a family
+    model_family: str = attrs.field(default="auto", validator=_one_of("auto", "sd1", "sdxl"))
+    # SDXL's own VAE overflows in float16: with mixed_precision fp16 its latents come from this VAE (None: the base's)
+    fp16_vae: str | None = "madebyollin/sdxl-vae-fp16-fix"
     # the subject
     token: str = "ohwx"
     subject_class: str = "person"

@@ -49,6 +49,20 @@ class ModelFamily:
     text_encoder_classes: ClassVar[Mapping[str, str]]
     # component -> kohya key prefix
     kohya_text_encoder_prefixes: ClassVar[Mapping[str, str]]
+    # constructor arguments a pipeline built from parts needs besides the model parts
+    pipeline_extras: ClassVar[Mapping[str, Any]] = {}
+    # why a full fine-tune is refused (None: it is supported)
+    full_fine_tune_refusal: ClassVar[str | None] = None
+    # whether the base VAE overflows in float16 (then TrainingConfig.fp16_vae encodes the latents)
+    vae_overflows_in_fp16: ClassVar[bool] = False
+
+    @property
+    def text_encoder_names(self) -> tuple[str, ...]:
+        return tuple(encoder for encoder, _ in self.text_encoders)
+
+    @property
+    def tokenizer_names(self) -> tuple[str, ...]:
+        return tuple(tokenizer for _, tokenizer in self.text_encoders)
 
     def __repr__(self) -> str:
         return f"ModelFamily({self.name!r})"
@@ -83,9 +97,10 @@ class ModelFamily:
     def encode(self, text_encoders: Sequence[Any], input_ids: Sequence[Any]) -> PromptEmbeddings:
         raise NotImplementedError
 
-    def unet_kwargs(self, embeddings: PromptEmbeddings, resolution: int) -> dict[str, Any]:
-        """The UNet's conditioning arguments besides the sample and the timestep."""
-        return {"encoder_hidden_states": embeddings.hidden}
+    def unet_conditioning(self, embeddings: PromptEmbeddings, resolution: int) -> tuple[tuple[Any, ...],
+                                                                                          dict[str, Any]]:
+        """The UNet's conditioning (positional and keyword arguments) after the sample and the timestep."""
+        return (embeddings.hidden,), {}
 
     def kohya_version(self, *, v2: bool, v_prediction: bool) -> tuple[str, str]:
         """(``ss_base_model_version``, ``modelspec.architecture``) for a LoRA of this family."""
@@ -99,6 +114,7 @@ class _SD1(ModelFamily):
     default_resolution = 512
     text_encoders = (("text_encoder", "tokenizer"),)
     text_encoder_classes = {"text_encoder": "CLIPTextModel"}
+    pipeline_extras = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
     # SD 1.x/2.x kohya files name the one text encoder ``lora_te_`` (``lora_te1_`` is SDXL's first)
     kohya_text_encoder_prefixes = {"text_encoder": "lora_te_"}
 
@@ -123,6 +139,10 @@ class _SDXL(ModelFamily):
     text_encoders = (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"))
     text_encoder_classes = {"text_encoder": "CLIPTextModel", "text_encoder_2": "CLIPTextModelWithProjection"}
     kohya_text_encoder_prefixes = {"text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}
+    full_fine_tune_refusal = (
+        "a full SDXL fine-tune does not fit a 24 GB GPU (2.6 B UNet parameters: about 10 GB of fp32 weights, 10 GB "
+        "of gradients and 21 GB of AdamW state before activations). Use method='lora'.")
+    vae_overflows_in_fp16 = True
 
     def encode(self, text_encoders: Sequence[Any], input_ids: Sequence[Any]) -> PromptEmbeddings:
         import torch
@@ -145,9 +165,10 @@ class _SDXL(ModelFamily):
         row = torch.tensor([resolution, resolution, 0, 0, resolution, resolution], dtype=dtype, device=device)
         return row.expand(n, 6)
 
-    def unet_kwargs(self, embeddings: PromptEmbeddings, resolution: int) -> dict[str, Any]:
+    def unet_conditioning(self, embeddings: PromptEmbeddings, resolution: int) -> tuple[tuple[Any, ...],
+                                                                                          dict[str, Any]]:
         hidden = embeddings.hidden
-        return {"encoder_hidden_states": hidden, "added_cond_kwargs": {
+        return (hidden,), {"added_cond_kwargs": {
             "text_embeds": embeddings.pooled,
             "time_ids": self.time_ids(resolution, hidden.shape[0], hidden.dtype, hidden.device)}}
 

@@ -32,6 +32,8 @@ from .sources import (
     hub_lora_snapshot,
     inspect_model_folder,
     is_hub_id,
+    lora_family,
+    pipeline_family,
 )
 
 __all__ = ["AvatarModel", "DEFAULT_GUIDANCE_SCALE", "DEFAULT_PACK_SIZE"]
@@ -124,7 +126,15 @@ class AvatarModel:
             pipe = _from_pretrained(str(folder.path), revision=None, **pipe_kwargs)
         else:
             base = base_model or str(folder.base_model)
-            pipe = _from_pretrained(base, revision=revision or manifest.get("revision"), **pipe_kwargs)
+            base_revision = revision or manifest.get("revision")
+            trained_on, base_family = lora_family(manifest), pipeline_family(base, base_revision)
+            if trained_on is not base_family:
+                raise ModelNotFoundError(
+                    f"The LoRA in {folder.path} was trained on a {trained_on.label} base, but {base!r} is a "
+                    f"{base_family.label} model. Load it on a {trained_on.label} base (the one it was trained on: "
+                    f"{manifest.get('base_model')!r})."
+                )
+            pipe = _from_pretrained(base, revision=base_revision, **pipe_kwargs)
             try:
                 pipe.load_lora_weights(str(folder.path), weight_name=LORA_WEIGHTS_NAME, adapter_name="lensa")
             except (ValueError, KeyError, OSError, RuntimeError) as exc:
@@ -139,6 +149,11 @@ class AvatarModel:
         size = (int(resolution), int(resolution)) if resolution else None
         runner = LocalRunner(pipe, choice, name=name, is_lora=folder is not None and folder.kind == "lora",
                              default_size=size)
+        trained_for = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+        if trained_for > 512 >= max(runner.default_size):
+            log.warning("%s is a %s model, trained for %d px; at %dx%d its images are worse. Pass width= and "
+                        "height= of %d.", name, _family_label(pipe), trained_for, *runner.default_size,
+                        trained_for)
         log.info("Loaded %s on %s (%s)", name, choice.device, str(choice.dtype).removeprefix("torch."))
         return cls(runner, name=name, manifest=manifest, scheduler=scheduler, lora_scale=lora_scale,
                    hashes=hashes_for(folder.path if folder else None, manifest))
@@ -463,6 +478,13 @@ def _jobs_fingerprint(jobs: Sequence[Job]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _family_label(pipe: Any) -> str:
+    from ..families import FAMILIES
+
+    return next((f.label for f in FAMILIES.values() if f.pipeline_class_name == type(pipe).__name__),
+                type(pipe).__name__)
+
+
 def _display_name(path: Path) -> str:
     return path.parent.name if path.name in ("model", "output", "model_dir") and path.parent.name else path.name
 
@@ -472,17 +494,21 @@ def _default_negative(subject_class: str) -> str:
 
 
 def _from_pretrained(source: str, *, revision: str | None, **kwargs: Any) -> Any:
-    """Load a pipeline; a Hub id is taken from the local cache first, and the Hub is asked only if it answers."""
-    from diffusers import StableDiffusionPipeline
-
+    """Load a pipeline with its family's class; a Hub id is taken from the local cache first, and the Hub is
+    asked only if it answers."""
     from ..prompts.magic import hub_unreachable
+
+    family = pipeline_family(source, revision)
+    pipeline_class = family.pipeline_class()
+    # the safety-checker switches exist only for the families that have one
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("safety_checker", "requires_safety_checker")
+              or k in family.pipeline_extras}
 
     def load(local_only: bool) -> Any:
         with warnings.catch_warnings():
             # newer diffusers renamed torch_dtype to dtype; the old name works on every supported version
             warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
-            return StableDiffusionPipeline.from_pretrained(source, revision=revision, local_files_only=local_only,
-                                                           **kwargs)
+            return pipeline_class.from_pretrained(source, revision=revision, local_files_only=local_only, **kwargs)
 
     try:
         try:
@@ -499,7 +525,7 @@ def _from_pretrained(source: str, *, revision: str | None, **kwargs: Any) -> Any
                 "if you trust the files."
             ) from exc
         raise ModelNotFoundError(
-            f"Cannot load the Stable Diffusion model {source!r}: {msg.splitlines()[0] if msg else exc!r}. "
+            f"Cannot load the {family.label} model {source!r}: {msg.splitlines()[0] if msg else exc!r}. "
             "Check the id or folder; offline, only models already in the Hugging Face cache load."
         ) from exc
     pipe.set_progress_bar_config(disable=True)

@@ -75,7 +75,13 @@ class LocalRunner:
 
     @property
     def tokenizer(self) -> Any:
-        return self.pipe.tokenizer
+        """What prompts are counted with: the pipeline's tokenizer, or both of SDXL's (a prompt must fit both)."""
+        second = getattr(self.pipe, "tokenizer_2", None)
+        if second is None:
+            return self.pipe.tokenizer
+        from ..prompts.tokens import TokenizerPair
+
+        return TokenizerPair(self.pipe.tokenizer, second)
 
     @property
     def prediction_type(self) -> str:

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
@@ -24,8 +24,11 @@ from ..archives import safe_extract
 from ..atomic import write_json_atomic
 from ..errors import AWSConfigurationError, ModelNotFoundError
 
+if TYPE_CHECKING:
+    from ..families import ModelFamily
+
 __all__ = ["LORA_WEIGHTS_NAME", "MANIFEST_NAME", "ModelFolder", "inspect_model_folder", "download_s3_model",
-           "default_cache_dir", "is_hub_id", "hub_lora_snapshot"]
+           "default_cache_dir", "is_hub_id", "hub_lora_snapshot", "pipeline_family", "lora_family"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,40 @@ def inspect_model_folder(path: str | os.PathLike[str], *, base_model: str | None
         f"{path} is not a trained model: expected a diffusers pipeline folder (with model_index.json) or a "
         f"LoRA folder (with {LORA_WEIGHTS_NAME} and {MANIFEST_NAME}), as `lensa-for-all train` writes."
     )
+
+
+def pipeline_family(source: str, revision: str | None = None) -> ModelFamily:
+    """The family of a pipeline folder or Hub id, from its ``model_index.json`` (the Hugging Face cache first).
+
+    When the index cannot be read the model is taken for SD 1.x/2.x, and loading it says what is wrong."""
+    from ..families import SD1, detect_family
+
+    path = Path(source)
+    index_file: Path | None = path / "model_index.json" if path.exists() else None
+    if index_file is None and is_hub_id(source):
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(source, "model_index.json", revision=revision)
+        if not isinstance(cached, str):
+            from ..prompts.magic import hub_unreachable
+
+            if not hub_unreachable():
+                _try_download(source, "model_index.json", revision)
+                cached = try_to_load_from_cache(source, "model_index.json", revision=revision)
+        index_file = Path(cached) if isinstance(cached, str) else None
+    if index_file is None or not index_file.is_file():
+        return SD1
+    try:
+        return detect_family(source, json.loads(index_file.read_text(encoding="utf-8")))
+    except (ValueError, ModelNotFoundError):
+        return SD1
+
+
+def lora_family(manifest: Mapping[str, Any]) -> ModelFamily:
+    """The family a LoRA was trained on, from its manifest (files written before SDXL support are SD 1.x/2.x)."""
+    from ..families import FAMILIES, SD1
+
+    return FAMILIES.get(str(manifest.get("model_family") or SD1.name), SD1)
 
 
 def hub_lora_snapshot(repo_id: str, *, revision: str | None = None) -> Path | None:

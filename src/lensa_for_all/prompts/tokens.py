@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["CLIP_MAX_TOKENS", "TokenCounter", "approximate_token_count", "token_counter_for",
+__all__ = ["CLIP_MAX_TOKENS", "TokenCounter", "TokenizerPair", "approximate_token_count", "token_counter_for",
            "split_fragments", "fit_prompt", "fit_negative", "count_subject"]
 
 CLIP_MAX_TOKENS = 77  # including <|startoftext|> and <|endoftext|>
@@ -31,6 +31,19 @@ def approximate_token_count(text: str) -> int:
     for piece in _WORDS.findall(text.lower()):
         n += max(1, math.ceil(len(piece) / 6)) if piece.isalpha() else 1
     return n
+
+
+class TokenizerPair:
+    """SDXL's two CLIP tokenizers as one: a prompt fits when it fits both, so it counts as the longer of the two.
+
+    Called like a tokenizer (``pair(text, ...)["input_ids"]``), which is all the counters here use."""
+
+    def __init__(self, first: Any, second: Any) -> None:
+        self.first, self.second = first, second
+
+    def __call__(self, text: str, **kwargs: Any) -> Any:
+        a, b = self.first(text, **kwargs), self.second(text, **kwargs)
+        return a if len(a["input_ids"]) >= len(b["input_ids"]) else b
 
 
 def token_counter_for(tokenizer: Any | str | os.PathLike[str] | None) -> TokenCounter:

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..atomic import write_json_atomic, write_text_atomic
 from ..config import TrainingConfig
+from ..families import FAMILIES, SD1, ModelFamily
 
 __all__ = ["MANIFEST_NAME", "CONFIG_NAME", "METRICS_NAME", "write_artifacts", "build_manifest", "model_card"]
 
@@ -91,11 +92,12 @@ def model_card(config: TrainingConfig, manifest: dict[str, Any]) -> str:
     )
     base_text = f"[{hub_base}](https://huggingface.co/{hub_base})" if hub_base else "a local Stable Diffusion model"
     example = prompt + ", portrait, studio lighting"
+    pipeline = FAMILIES.get(str(manifest.get("model_family")), SD1).pipeline_class_name
     if is_lora:
         base_load = repr(hub_base) if hub_base else '"path/to/the/base/model"'
         usage = (
-            "```python\nfrom diffusers import StableDiffusionPipeline\n\n"
-            f"pipe = StableDiffusionPipeline.from_pretrained({base_load})\n"
+            f"```python\nfrom diffusers import {pipeline}\n\n"
+            f"pipe = {pipeline}.from_pretrained({base_load})\n"
             "pipe.load_lora_weights(\"path/to/this/folder\")\n"
             f"image = pipe({example!r}).images[0]\n```\n\n"
             f"For AUTOMATIC1111 or ComfyUI use `{manifest['kohya_weights']}`."
@@ -161,8 +163,10 @@ def checkpoint_name(token: str) -> str:
 
 
 def write_artifacts(output_dir: Path, config: TrainingConfig, unet: Any, text_encoder: Any | None, *,
-                    metrics: dict[str, Any], losses: Sequence[float], prediction_type: str) -> dict[str, Any]:
-    """Write everything; return the manifest."""
+                    metrics: dict[str, Any], losses: Sequence[float], prediction_type: str,
+                    family: ModelFamily | None = None, text_encoder_2: Any | None = None) -> dict[str, Any]:
+    """Write everything; return the manifest. ``family`` is the base model's (SD 1.x/2.x when not given);
+    SDXL's second text encoder, when trained, is ``text_encoder_2``."""
     import torch
 
     from .lora import save_lora
@@ -178,9 +182,10 @@ def write_artifacts(output_dir: Path, config: TrainingConfig, unet: Any, text_en
             base_model=hub_base_model(config.base_model) or Path(config.base_model).name,
             v2=int(getattr(unet.config, "cross_attention_dim", 768)) == 1024,  # SD 2.x's OpenCLIP width
             v_prediction=prediction_type == "v_prediction", learning_rate=config.learning_rate,
-            num_photos=metrics.get("num_photos"), seed=config.seed, train_text_encoder=config.train_text_encoder)
+            num_photos=metrics.get("num_photos"), seed=config.seed, train_text_encoder=config.train_text_encoder,
+            family=family)
         save_lora(output_dir, unet, text_encoder, alpha=config.effective_lora_alpha, rank=config.lora_rank,
-                  token=config.token, metadata=metadata)
+                  token=config.token, metadata=metadata, family=family, text_encoder_2=text_encoder_2)
     else:
         unet = unet.to(torch.float32)
         if text_encoder is not None:
@@ -196,6 +201,7 @@ def write_artifacts(output_dir: Path, config: TrainingConfig, unet: Any, text_en
     files = [str(p.relative_to(output_dir)) for p in output_dir.rglob("*") if p.is_file()
              and p.name not in (MANIFEST_NAME, "README.md")]
     manifest = build_manifest(config, metrics, prediction_type=prediction_type, files=files)
+    manifest["model_family"] = (family or SD1).name  # AvatarModel refuses a LoRA on another family's base
     manifest["checkpoint_weights"] = checkpoint_name(config.token) if config.method == "full" else None
     if config.method == "full":  # A1111's "Model hash", computed once here instead of at every load
         from .single_file import a1111_model_hash

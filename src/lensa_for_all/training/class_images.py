@@ -59,16 +59,15 @@ def ensure_class_images(config: TrainingConfig, *, cache_root: Path | None = Non
         shutil.rmtree(partial)
     partial.mkdir()
 
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+    from diffusers import DPMSolverMultistepScheduler
 
     from .models import check_base_model
 
-    check_base_model(config.base_model, config.revision)
+    family = check_base_model(config.base_model, config.revision, config.model_family)
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    pipe = StableDiffusionPipeline.from_pretrained(
-        config.base_model, revision=config.revision, safety_checker=None, requires_safety_checker=False,
-    )
+    pipe = family.pipeline_class().from_pretrained(config.base_model, revision=config.revision,
+                                                   **family.pipeline_extras)
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device, dtype)

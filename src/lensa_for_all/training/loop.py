@@ -26,6 +26,7 @@ from typing import Any
 from ..backends.base import ProgressCallback, TrainingProgress
 from ..config import TrainingConfig
 from ..errors import ConfigError, DiskFullError, OutOfMemoryError, PhotoSetError, TrainingError
+from ..families import SD1, ModelFamily, PromptEmbeddings
 from .data import MIN_PHOTOS, list_images
 
 __all__ = ["train", "resolve_mixed_precision", "noisy_and_target"]
@@ -236,7 +237,8 @@ class _Run:
         self.evaluator = evaluator
         self.class_image_cache = class_image_cache
         self.validation_vae: Any = None
-        self.validation_text_encoder: Any = None
+        self.validation_text_encoders: dict[str, Any] = {}
+        self.family: Any = None
 
     def report(self, step: int, total: int, *, stage: str = "train", loss: float | None = None,
                lr: float | None = None, sps: float | None = None) -> None:
@@ -254,7 +256,7 @@ class _Run:
 
         from . import artifacts, checkpoints, lora
         from .data import PixelSource, encode_latents, load_pixels
-        from .models import check_base_model, load_component
+        from .models import check_base_model, load_component, load_training_vae
 
         cfg = self.config
         _check_tracker(cfg.report_to)
@@ -265,7 +267,13 @@ class _Run:
                 "(4-20 varied photos of the subject work best). Add photos and run again."
             )
         total_steps = cfg.resolve_max_train_steps(len(photos))
-        check_base_model(cfg.base_model, cfg.revision)
+        family = self.family = check_base_model(cfg.base_model, cfg.revision, cfg.model_family)
+        if cfg.method == "full" and family.full_fine_tune_refusal:
+            raise ConfigError(f"TrainingConfig.method: {family.full_fine_tune_refusal}")
+        if family.default_resolution > 512 and cfg.resolution <= 512:
+            log.warning("%s is trained for %d px; at resolution=%d its images are worse. Use resolution=%d if the "
+                        "GPU allows.", family.label, family.default_resolution, cfg.resolution,
+                        family.default_resolution)
 
         mixed = resolve_mixed_precision(cfg.mixed_precision)
         _forget_finished_accelerator()
@@ -293,7 +301,7 @@ class _Run:
 
         # ---- latents, computed once -------------------------------------------------------------
         self.report(0, total_steps, stage="latents")
-        vae = load_component(cfg.base_model, "vae", cfg.revision).to(device, dtype=weight_dtype)
+        vae = load_training_vae(cfg, family, mixed).to(device, dtype=weight_dtype)
         vae.requires_grad_(False)
         vae_scale = float(vae.config.scaling_factor)
         instance_latents: Any
@@ -311,22 +319,23 @@ class _Run:
             class_latents = (PixelSource(load_pixels(class_paths, cfg.resolution, **opts), vae)
                              if class_paths else None)
 
-        # ---- text encoder: trained, or used once for the prompt embeddings ---------------------
-        tokenizer = load_component(cfg.base_model, "tokenizer", cfg.revision)
+        # ---- text encoder(s): trained, or used once for the prompt embeddings -------------------
+        tokenizers = [load_component(cfg.base_model, name, cfg.revision, family) for name in family.tokenizer_names]
         prompts = [cfg.instance_prompt_text] + ([cfg.class_prompt_text] if class_latents is not None else [])
-        input_ids = tokenizer(prompts, padding="max_length", truncation=True,
-                              max_length=tokenizer.model_max_length, return_tensors="pt").input_ids.to(device)
-        text_encoder = load_component(cfg.base_model, "text_encoder", cfg.revision)
+        input_ids = [ids.to(device) for ids in family.tokenize(tokenizers, prompts)]
+        text_encoders = {name: load_component(cfg.base_model, name, cfg.revision, family)
+                         for name in family.text_encoder_names}
         cached_embeddings = None
         if not cfg.train_text_encoder:
-            text_encoder.to(device, dtype=weight_dtype).requires_grad_(False)
+            for encoder in text_encoders.values():
+                encoder.to(device, dtype=weight_dtype).requires_grad_(False)
             with torch.inference_mode():
-                cached_embeddings = text_encoder(input_ids)[0].to(weight_dtype).clone()
-            del text_encoder
-            text_encoder = None
+                cached_embeddings = family.encode(list(text_encoders.values()), input_ids).to(weight_dtype)
+            text_encoders.clear()
             gc.collect()
         else:
-            text_encoder.to(device)
+            for encoder in text_encoders.values():
+                encoder.to(device)
 
         # ---- UNet and what is trained ---------------------------------------------------------
         from diffusers import DDPMScheduler
@@ -344,34 +353,31 @@ class _Run:
             unet.to(device, dtype=weight_dtype)
             lora.add_lora(unet, rank=cfg.lora_rank, alpha=cfg.effective_lora_alpha, dropout=cfg.lora_dropout,
                           target_modules=cfg.lora_target_modules)
-            if text_encoder is not None:
-                text_encoder.to(dtype=weight_dtype)
-                lora.add_lora(text_encoder, rank=cfg.lora_rank, alpha=cfg.effective_lora_alpha,
+            for encoder in text_encoders.values():
+                encoder.to(dtype=weight_dtype)
+                lora.add_lora(encoder, rank=cfg.lora_rank, alpha=cfg.effective_lora_alpha,
                               dropout=cfg.lora_dropout, target_modules=cfg.text_encoder_lora_target_modules)
-            for model in (unet, text_encoder):
-                if model is not None:
-                    for p in model.parameters():
-                        if p.requires_grad:
-                            p.data = p.data.float()
+            for model in (unet, *text_encoders.values()):
+                for p in model.parameters():
+                    if p.requires_grad:
+                        p.data = p.data.float()
         else:
             unet.to(device).requires_grad_(True)
-            if text_encoder is not None:
-                text_encoder.requires_grad_(True)
+            for encoder in text_encoders.values():
+                encoder.requires_grad_(True)
         if cfg.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
-            if text_encoder is not None:  # transformers 5 renamed it
-                enable = getattr(text_encoder, "activation_checkpointing_enable", None)
-                (enable or text_encoder.gradient_checkpointing_enable)()
+            for encoder in text_encoders.values():  # transformers 5 renamed it
+                enable = getattr(encoder, "activation_checkpointing_enable", None)
+                (enable or encoder.gradient_checkpointing_enable)()
         unet.train()
-        if text_encoder is not None:
-            text_encoder.train()
+        for encoder in text_encoders.values():
+            encoder.train()
 
-        models: dict[str, Any] = {"unet": unet}
-        if text_encoder is not None:
-            models["text_encoder"] = text_encoder
+        models: dict[str, Any] = {"unet": unet, **text_encoders}
         groups: list[dict[str, Any]] = [{"params": [p for p in unet.parameters() if p.requires_grad], "lr": cfg.learning_rate}]
-        if text_encoder is not None:
-            groups.append({"params": [p for p in text_encoder.parameters() if p.requires_grad],
+        for encoder in text_encoders.values():
+            groups.append({"params": [p for p in encoder.parameters() if p.requires_grad],
                            "lr": cfg.effective_text_encoder_learning_rate})
         params = [p for g in groups for p in g["params"]]
         optimizer = _make_optimizer(cfg, groups, device.type)
@@ -384,7 +390,7 @@ class _Run:
         models = dict(zip(models, prepared[:-1], strict=True))
         optimizer = prepared[-1]
         unet_t = models["unet"]
-        te_t = models.get("text_encoder")
+        te_t = [models[name] for name in text_encoders]  # the prepared (wrapped) text encoders being trained
 
         # ---- resume -----------------------------------------------------------------------------
         instance_sampler = _Sampler(instance_latents.num_images)
@@ -434,7 +440,7 @@ class _Run:
                     loss = self._loss(
                         instance_latents, class_latents, instance_sampler, class_sampler, generator, bsz,
                         device, weight_dtype, vae_scale, noise_scheduler, alphas_cumprod, num_timesteps,
-                        prediction_type, unet_t, te_t, input_ids, cached_embeddings,
+                        prediction_type, unet_t, te_t, input_ids, cached_embeddings, family,
                     ) / cfg.gradient_accumulation_steps
                 accelerator.backward(loss)
                 step_loss += float(loss.detach())
@@ -513,20 +519,23 @@ class _Run:
         if accelerator.is_main_process:
             self.report(step, total_steps, stage="save")
             unet_u = accelerator.unwrap_model(unet_t)
-            te_u = accelerator.unwrap_model(te_t) if te_t is not None else None
-            artifacts.write_artifacts(self.output_dir, cfg, unet_u, te_u, metrics=metrics, losses=losses,
-                                      prediction_type=prediction_type)
+            te_u = [accelerator.unwrap_model(t) for t in te_t]
+            artifacts.write_artifacts(self.output_dir, cfg, unet_u, te_u[0] if te_u else None, metrics=metrics,
+                                      losses=losses, prediction_type=prediction_type, family=family,
+                                      text_encoder_2=te_u[1] if len(te_u) > 1 else None)
         accelerator.end_training()
         return metrics
 
     # -------------------------------------------------------------------------------------------
     def _loss(self, inst: Any, cls: Any, inst_sampler: _Sampler, cls_sampler: _Sampler | None, generator: Any,
               bsz: int, device: Any, dtype: Any, vae_scale: float, noise_scheduler: Any, alphas_cumprod: Any,
-              num_timesteps: int, prediction_type: str, unet: Any, text_encoder: Any, input_ids: Any,
-              cached_embeddings: Any) -> Any:
+              num_timesteps: int, prediction_type: str, unet: Any, text_encoders: list[Any], input_ids: list[Any],
+              cached_embeddings: Any, family: ModelFamily = SD1) -> Any:
         import torch
 
         cfg = self.config
+        if cached_embeddings is not None and not isinstance(cached_embeddings, PromptEmbeddings):
+            cached_embeddings = PromptEmbeddings(cached_embeddings)
 
         def draw(cache: Any, sampler: _Sampler) -> Any:
             idx = torch.tensor(sampler.take(bsz, generator))
@@ -550,10 +559,11 @@ class _Run:
 
         rows = [0] * bsz + ([1] * bsz if len(parts) > 1 else [])
         if cached_embeddings is not None:
-            hidden = cached_embeddings[rows]
+            embeddings = cached_embeddings.rows(rows)
         else:
-            hidden = text_encoder(input_ids[rows])[0]
-        pred = unet(noisy, timesteps, hidden, return_dict=False)[0].float()
+            embeddings = family.encode(text_encoders, [ids[rows] for ids in input_ids])
+        args, kwargs = family.unet_conditioning(embeddings, cfg.resolution)
+        pred = unet(noisy, timesteps, *args, **kwargs, return_dict=False)[0].float()
 
         if cfg.snr_gamma is not None:
             snr = ac / (1 - ac)
@@ -670,22 +680,28 @@ class _Run:
         if path.is_file():
             self._load_trainable(models, load_file(str(path)), accelerator)
 
-    def _validate(self, step: int, total: int, accelerator: Any, unet: Any, text_encoder: Any, device: Any,
+    def _validate(self, step: int, total: int, accelerator: Any, unet: Any, text_encoders: list[Any], device: Any,
                   dtype: Any) -> list[Any]:
-        from .models import load_component
-        from .validation import generate_validation_images
+        from . import validation
+        from .models import load_component, load_training_vae
 
         cfg = self.config
+        family = self.family
         self.report(step, total, stage="validation")
         if self.validation_vae is None:
-            self.validation_vae = load_component(cfg.base_model, "vae", cfg.revision).to(device, dtype=dtype)
-        te = accelerator.unwrap_model(text_encoder) if text_encoder is not None else None
-        if te is None:
-            if self.validation_text_encoder is None:
-                self.validation_text_encoder = load_component(cfg.base_model, "text_encoder", cfg.revision).to(
-                    device, dtype=dtype)
-            te = self.validation_text_encoder
-        images = generate_validation_images(cfg, accelerator.unwrap_model(unet), te, self.validation_vae, device)
+            self.validation_vae = load_training_vae(cfg, family, resolve_mixed_precision(cfg.mixed_precision)).to(
+                device, dtype=dtype)
+        if text_encoders:
+            encoders = dict(zip(family.text_encoder_names, (accelerator.unwrap_model(t) for t in text_encoders),
+                                strict=True))
+        else:
+            if not self.validation_text_encoders:
+                self.validation_text_encoders = {
+                    name: load_component(cfg.base_model, name, cfg.revision, family).to(device, dtype=dtype)
+                    for name in family.text_encoder_names}
+            encoders = self.validation_text_encoders
+        images = validation.generate_validation_images(cfg, accelerator.unwrap_model(unet), encoders,
+                                                       self.validation_vae, device, family)
         folder = self.output_dir / "validation" / f"step-{step:06d}"
         from ..atomic import atomic_path
 

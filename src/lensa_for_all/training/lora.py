@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..families import ModelFamily
 
 __all__ = ["add_lora", "lora_state_dicts", "save_lora", "DIFFUSERS_LORA_NAME", "kohya_lora_name", "kohya_metadata",
            "tensor_data_hash"]
@@ -46,21 +49,22 @@ def lora_state_dicts(unet: Any, text_encoder: Any | None, *, scale: float = 1.0
     The diffusers format has no alpha (a loader assumes alpha = rank), so the up-projections are
     multiplied by ``scale`` = alpha / rank: the file then gives the trained result in any loader.
     """
+    te = _diffusers_state(text_encoder, scale, text_encoder=True) if text_encoder is not None else None
+    return _diffusers_state(unet, scale), te
+
+
+def _diffusers_state(model: Any, scale: float, *, text_encoder: bool = False) -> dict[str, Any]:
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    def grab(model: Any) -> dict[str, Any]:
-        sd = convert_state_dict_to_diffusers(get_peft_model_state_dict(model))
-        out = {}
-        for k, v in sd.items():
-            t = v.detach().float().cpu()
-            if scale != 1.0 and (".up." in k or ".lora_B." in k):
-                t = t * scale
-            out[k] = t.contiguous()
-        return out
-
-    te = {_canonical_te_key(k): v for k, v in grab(text_encoder).items()} if text_encoder is not None else None
-    return grab(unet), te
+    sd = convert_state_dict_to_diffusers(get_peft_model_state_dict(model))
+    out = {}
+    for k, v in sd.items():
+        t = v.detach().float().cpu()
+        if scale != 1.0 and (".up." in k or ".lora_B." in k):
+            t = t * scale
+        out[_canonical_te_key(k) if text_encoder else k] = t.contiguous()
+    return out
 
 
 def _canonical_te_key(key: str) -> str:
@@ -77,16 +81,17 @@ def _canonical_te_key(key: str) -> str:
 def kohya_metadata(*, rank: int, alpha: float, resolution: int, steps: int | None, token: str, subject_class: str,
                    instance_prompt: str, base_model: str, v2: bool, v_prediction: bool, learning_rate: float,
                    num_photos: int | None = None, seed: int | None = None,
-                   train_text_encoder: bool = False) -> dict[str, str]:
+                   train_text_encoder: bool = False, family: ModelFamily | None = None) -> dict[str, str]:
     """The ``ss_*`` metadata kohya's sd-scripts write, which A1111's LoRA tab and civitai read.
 
     A1111 files the LoRA under SD 2.x when ``ss_v2`` is ``"True"`` (else SD 1.x) and offers the most
     frequent tags of ``ss_tag_frequency`` as trigger words; kohya's dataset folder is named
-    ``<repeats>_<token> <class>``. Values are strings, as in every safetensors header.
+    ``<repeats>_<token> <class>``. Values are strings, as in every safetensors header. An SDXL LoRA
+    (``family``) is filed as ``sdxl_base_v1-0``.
     """
-    version = "sd_v2" if v2 else "sd_v1"
-    if v_prediction:
-        version += "_v"
+    from ..families import SD1
+
+    version, architecture = (family or SD1).kohya_version(v2=v2, v_prediction=v_prediction)
     images = int(num_photos or 1)
     folder = f"1_{token} {subject_class}"
     return {
@@ -108,8 +113,7 @@ def kohya_metadata(*, rank: int, alpha: float, resolution: int, steps: int | Non
         "ss_tag_frequency": json.dumps({folder: {token: images, instance_prompt: images}}),
         "ss_dataset_dirs": json.dumps({folder: {"n_repeats": 1, "img_count": images}}),
         "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": ("stable-diffusion-v2" if v2 else "stable-diffusion-v1")
-        + ("-768-v" if v2 and v_prediction else "") + "/lora",
+        "modelspec.architecture": architecture,
         "modelspec.title": f"{token} {subject_class}",
         "modelspec.trigger_phrase": token,
         "modelspec.prediction_type": "v" if v_prediction else "epsilon",
@@ -132,34 +136,45 @@ def tensor_data_hash(tensors: Mapping[str, Any]) -> str:
 
 
 def save_lora(output_dir: Path, unet: Any, text_encoder: Any | None, *, alpha: float, rank: int,
-              token: str, metadata: Mapping[str, str] | None = None) -> list[Path]:
+              token: str, metadata: Mapping[str, str] | None = None, family: ModelFamily | None = None,
+              text_encoder_2: Any | None = None) -> list[Path]:
     """Write both formats into ``output_dir``; return the files written.
 
-    ``metadata`` (see :func:`kohya_metadata`) goes into the kohya file's header.
+    ``metadata`` (see :func:`kohya_metadata`) goes into the kohya file's header. ``family`` names the text
+    encoders in both files (SDXL: ``text_encoder_2`` too, ``lora_te1_``/``lora_te2_`` in kohya's naming).
     """
     import torch
-    from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_kohya
     from peft.utils import get_peft_model_state_dict
     from safetensors.torch import save_file
 
     from ..atomic import atomic_path
+    from ..families import SD1
 
-    unet_sd, te_sd = lora_state_dicts(unet, text_encoder, scale=alpha / rank)
+    family = family or SD1
+    scale = alpha / rank
+    encoders = {name: model for name, model in zip(family.text_encoder_names, (text_encoder, text_encoder_2),
+                                                   strict=False) if model is not None}
     output_dir.mkdir(parents=True, exist_ok=True)
     dest = output_dir / DIFFUSERS_LORA_NAME
+    layers = {f"{name}_lora_layers": _diffusers_state(model, scale, text_encoder=True)
+              for name, model in encoders.items()}
     with atomic_path(dest) as tmp:
-        StableDiffusionPipeline.save_lora_weights(
-            tmp.parent, unet_lora_layers=unet_sd, text_encoder_lora_layers=te_sd, weight_name=tmp.name,
-            safe_serialization=True,
+        family.pipeline_class().save_lora_weights(
+            tmp.parent, unet_lora_layers=_diffusers_state(unet, scale), weight_name=tmp.name,
+            safe_serialization=True, **layers,
         )
 
     peft_sd = {f"unet.{k}": v for k, v in get_peft_model_state_dict(unet).items()}
-    if text_encoder is not None:
-        peft_sd.update({f"text_encoder.{_canonical_te_key(k)}": v
-                        for k, v in get_peft_model_state_dict(text_encoder).items()})
-    # SD 1.x/2.x kohya files name the one text encoder ``lora_te_`` (``lora_te1_`` is SDXL's first).
-    kohya = {k.replace("lora_te1_", "lora_te_", 1): v for k, v in convert_state_dict_to_kohya(peft_sd).items()}
+    for name, model in encoders.items():
+        peft_sd.update({f"{name}.{_canonical_te_key(k)}": v for k, v in get_peft_model_state_dict(model).items()})
+    # diffusers' converter writes SDXL's names (lora_te1_, lora_te2_); the family says what its files use
+    written = {"text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}
+    renames = {written[name]: family.kohya_text_encoder_prefixes[name] for name in encoders}
+    kohya = {}
+    for k, v in convert_state_dict_to_kohya(peft_sd).items():
+        prefix = next((p for p in renames if k.startswith(p)), None)
+        kohya[renames[prefix] + k[len(prefix):] if prefix else k] = v
     # diffusers writes alpha = rank (scale 1); write the alpha actually trained with.
     kohya = {k: (torch.tensor(float(alpha)) if k.endswith(".alpha") else v.detach().float().cpu().contiguous())
              for k, v in kohya.items()}

@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import ModelNotFoundError
 from ..families import SD1, ModelFamily, detect_family
 
-__all__ = ["check_base_model", "check_model_index", "load_component"]
+__all__ = ["check_base_model", "check_model_index", "load_component", "load_training_vae"]
 
 
 def check_base_model(base_model: str, revision: str | None = None, family: str = "auto") -> ModelFamily:
@@ -60,4 +60,20 @@ def load_component(base_model: str, name: str, revision: str | None = None, fami
         raise ModelNotFoundError(
             f"Cannot load the {name} of base model {base_model!r}: {exc}. Check that it is a complete "
             f"{family.label} pipeline."
+        ) from exc
+
+
+def load_training_vae(config: Any, family: ModelFamily, mixed_precision: str) -> Any:
+    """The VAE that encodes the training latents: the base model's, or ``config.fp16_vae`` when the family's VAE
+    overflows in float16 and training runs in fp16 (SDXL: ``madebyollin/sdxl-vae-fp16-fix``, same latents)."""
+    if not (family.vae_overflows_in_fp16 and mixed_precision == "fp16" and config.fp16_vae):
+        return load_component(config.base_model, "vae", config.revision, family)
+    from diffusers import AutoencoderKL
+
+    try:
+        return AutoencoderKL.from_pretrained(config.fp16_vae)
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(
+            f"Cannot load the fp16-safe VAE {config.fp16_vae!r} (TrainingConfig.fp16_vae): {exc}. Download it once "
+            "while online, point fp16_vae at a local copy, or set fp16_vae=None (with bf16) to use the base's VAE."
         ) from exc

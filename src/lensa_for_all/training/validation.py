@@ -2,31 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ..config import TrainingConfig
+from ..families import SD1, ModelFamily
 
 __all__ = ["generate_validation_images"]
 
 
-def generate_validation_images(config: TrainingConfig, unet: Any, text_encoder: Any, vae: Any, device: Any) -> list[Any]:
-    """One image per validation prompt, seeded with ``config.seed`` (the same noise at every step)."""
+def generate_validation_images(config: TrainingConfig, unet: Any, text_encoders: Mapping[str, Any], vae: Any,
+                               device: Any, family: ModelFamily = SD1) -> list[Any]:
+    """One image per validation prompt, seeded with ``config.seed`` (the same noise at every step).
+
+    ``text_encoders`` maps the family's text-encoder components (``text_encoder``, SDXL's ``text_encoder_2``) to
+    the models in training."""
     import torch
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+    from diffusers import DPMSolverMultistepScheduler
 
     from .models import load_component
 
-    tokenizer = load_component(config.base_model, "tokenizer", config.revision)
+    tokenizers = {name: load_component(config.base_model, name, config.revision, family)
+                  for name in family.tokenizer_names}
     scheduler = DPMSolverMultistepScheduler.from_config(
-        load_component(config.base_model, "scheduler", config.revision).config)
-    pipe: Any = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
+        load_component(config.base_model, "scheduler", config.revision, family).config)
+    parts: dict[str, Any] = dict(vae=vae, unet=unet, scheduler=scheduler, **text_encoders, **tokenizers,
+                                 **family.pipeline_extras)
+    pipe: Any = family.pipeline_class()(**parts)
     pipe.set_progress_bar_config(disable=True)
-    was_training = unet.training, text_encoder.training
-    unet.eval()
-    text_encoder.eval()
+    models = [unet, *text_encoders.values()]
+    was_training = [m.training for m in models]
+    for m in models:
+        m.eval()
     images = []
     try:
         with torch.inference_mode():
@@ -36,6 +43,6 @@ def generate_validation_images(config: TrainingConfig, unet: Any, text_encoder: 
                            width=config.resolution, generator=gen)
                 images.append(out.images[0])
     finally:
-        unet.train(was_training[0])
-        text_encoder.train(was_training[1])
+        for m, mode in zip(models, was_training, strict=True):
+            m.train(mode)
     return images
