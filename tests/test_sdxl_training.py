@@ -46,10 +46,10 @@ def test_sdxl_lora_trains_both_encoders_with_class_images(trained: tuple[Path, d
     manifest = json.loads((out / "lensa_manifest.json").read_text())
     assert manifest["model_family"] == "sdxl" and manifest["lora_weights"] == "pytorch_lora_weights.safetensors"
     with safe_open(str(out / "pytorch_lora_weights.safetensors"), "pt") as f:
-        groups = {k.split(".")[0] for k in f.keys()}
+        groups = {k.split(".")[0] for k in f.keys()}  # noqa: SIM118 - safe_open is not a dict
     assert groups == {"unet", "text_encoder", "text_encoder_2"}
     with safe_open(str(out / manifest["kohya_weights"]), "pt") as f:
-        kohya_groups = {k.split("_")[1] for k in f.keys()}
+        kohya_groups = {k.split("_")[1] for k in f.keys()}  # noqa: SIM118 - safe_open is not a dict
         meta = f.metadata()
     assert kohya_groups == {"unet", "te1", "te2"}
     assert meta["ss_base_model_version"] == "sdxl_base_v1-0"
