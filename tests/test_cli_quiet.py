@@ -13,8 +13,12 @@ from lensa_for_all.quiet import configure_console, library_output_to_file
 
 @pytest.fixture
 def console() -> object:
+    from lensa_for_all import quiet
+
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
+    logging.captureWarnings(False)  # an earlier main() in this process left it on, over pytest's own hook
+    quiet._translator.said.clear()  # each translated message is said once per process
     yield
     for handler in list(root.handlers):
         if handler not in handlers:
