@@ -15,6 +15,7 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 __all__ = ["LOG_FILE", "TRANSLATIONS", "configure_console", "library_output_to_file", "route_library_output"]
 
@@ -45,6 +46,18 @@ class _ConsoleFormatter(logging.Formatter):
         if not self.verbose and record.levelno >= logging.WARNING:
             return f"{record.levelname.lower()}: {text}"
         return text
+
+
+class _Console(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (a test's capture, a redirected stream)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
 
 
 class _OursOnly(logging.Filter):
@@ -83,7 +96,7 @@ def configure_console(*, verbose: bool = False, quiet: bool = False) -> None:
     for handler in list(root.handlers):
         if getattr(handler, "_lensa_console", False):
             root.removeHandler(handler)
-    console = logging.StreamHandler(sys.stderr)
+    console = _Console()
     console._lensa_console = True  # type: ignore[attr-defined]
     console.setFormatter(_ConsoleFormatter(verbose))
     if verbose:
