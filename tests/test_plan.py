@@ -177,3 +177,14 @@ def test_a_finished_training_is_not_checked_again(tiny_sd: Path, tmp_path: Path,
                        run_dir=run_dir, progress=False)
     with pytest.raises(AWSConfigurationError, match="No AWS region is set"):
         changed.plan(num_images=2, num_inference_steps=2)  # new settings: training runs again, on AWS
+
+
+def test_precision_that_the_instance_cannot_run_is_refused(tiny_sd: Path, tmp_path: Path, no_aws: None,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    photos = copy_sample_photos(tmp_path / "me", n=4)
+    (tmp_path / "bf16.toml").write_text('[training]\nmixed_precision = "bf16"\n')
+    code, err, _ = _run(["run", str(photos), "--out", "out", "--base-model", str(tiny_sd), "--config", "bf16.toml",
+                         "--backend", "sagemaker", "--region", "us-east-1", "--instance-type", "ml.g4dn.xlarge"],
+                        capsys)
+    assert code == EXIT_ERROR and "'bf16' does not run on ml.g4dn.xlarge (T4 GPUs have no bf16)" in err
+    assert "--instance-type" in err and not (tmp_path / "out").exists()

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RunPlan", "SettingNames", "PYTHON_NAMES", "CLI_NAMES", "make_plan", "check_training"]
 
+_NO_BF16 = frozenset({"T4", "V100"})  # GPUs before Ampere: no bfloat16 arithmetic
 _PHOTO_JUNK = frozenset({".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini", ".localized", ".directory"})
 
 
@@ -394,9 +395,17 @@ def _check_aws(options: Mapping[str, Any], config: Any, num_photos: int, names: 
     instance_type = str(options.get("instance_type") or "ml.g5.2xlarge")
     spot = bool(options.get("spot", True))
     try:
-        instance_spec(instance_type)
+        spec = instance_spec(instance_type)
     except ConfigError as exc:
         raise ConfigError(f"{exc} Fix {names.instance_type}.") from None
+    if getattr(config, "mixed_precision", "auto") == "bf16" and spec.gpu in _NO_BF16:
+        raise ConfigError(f"mixed_precision 'bf16' does not run on {instance_type} ({spec.gpu} GPUs have no bf16). "
+                          f"Set {names.mixed_precision} to 'auto' or 'fp16', or choose an ml.g5 instance with "
+                          f"{names.instance_type}.")
+    saving = bool(getattr(config, "gradient_checkpointing", False) or getattr(config, "use_8bit_adam", False))
+    if getattr(config, "method", "lora") == "full" and spec.gpu_memory_gib < 24 and not saving:
+        notes.append(f"Full fine-tuning on {instance_type} ({spec.gpu_memory_gib} GB per GPU) may run out of memory; "
+                     "an ml.g5 instance (24 GB), or gradient_checkpointing and use_8bit_adam, avoid that.")
     aws = AWSSession(options.get("region"), profile=options.get("profile"), boto_session=options.get("boto_session"))
     try:
         region = aws.region
