@@ -249,7 +249,18 @@ def test_exact_job_request_and_no_secret_in_logs(aws_env: str, inputs: dict[str,
     hps = {k: json.loads(v) for k, v in req["HyperParameters"].items()}
     assert hps["max_train_steps"] == 4 and hps["sagemaker_program"] == "lensa_sagemaker_entry.py"
     assert hps["sagemaker_submit_directory"] == "s3://my-avatars/lensa-for-all/alice/source/sourcedir.tar.gz"
-    assert req["Environment"]["HF_TOKEN"] == SECRET
+    # the token is not in the request (DescribeTrainingJob would show it): an encrypted S3 object holds it
+    assert "HF_TOKEN" not in req["Environment"] and SECRET not in json.dumps(req, default=str)
+    token_uri = req["Environment"]["LENSA_HF_TOKEN_S3_URI"]
+    assert token_uri.startswith("s3://my-avatars/lensa-for-all/alice/secrets/")
+    head = backend.aws.client("s3").head_object(Bucket="my-avatars", Key=token_uri.split("/", 3)[3])
+    assert head["ServerSideEncryption"] == "aws:kms"
+    # ... which the launcher in the container reads into the training process's HF_TOKEN
+    from lensa_for_all.backends.container_launcher import child_environment
+
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setenv("LENSA_HF_TOKEN_S3_URI", token_uri)
+    assert child_environment(inputs["source"])["HF_TOKEN"] == SECRET
     assert {t["Key"]: t["Value"] for t in req["Tags"]} == {"lensa-for-all": __import__("lensa_for_all").__version__,
                                                            "lensa-for-all:run": "alice", "team": "app"}
     assert req["VpcConfig"] == {"Subnets": ["subnet-1"], "SecurityGroupIds": ["sg-1"]}

@@ -7,7 +7,10 @@ Standard library only: it runs before anything is installed. It
    instance has several, the same launch LocalBackend uses;
 2. turns SIGTERM (``StopTrainingJob``, a spot reclaim notice) into SIGINT for it: the training entry point
    stops cleanly on SIGINT, keeping its newest checkpoint in ``/opt/ml/checkpoints`` for the resume;
-3. after a successful run, copies the endpoint handler, its ``requirements.txt`` and the packaged
+3. reads a Hugging Face token from the encrypted S3 object whose URI ``LENSA_HF_TOKEN_S3_URI`` names (the
+   backend keeps the token out of the job's environment, which ``DescribeTrainingJob`` shows) into the
+   child's ``HF_TOKEN``, with the container's boto3 and the job's role;
+4. after a successful run, copies the endpoint handler, its ``requirements.txt`` and the packaged
    ``lensa_for_all`` (the handler renders with ``AvatarModel``) into ``$SM_MODEL_DIR/code/``, so the
    ``model.tar.gz`` SageMaker uploads can be served by an endpoint without repacking it.
 """
@@ -51,12 +54,24 @@ def install_inference_code(here: Path, model_dir: Path) -> None:
         shutil.copytree(package, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 
+def child_environment(here: Path) -> dict[str, str]:
+    """This process's environment, plus ``HF_TOKEN`` read from S3 when the backend stashed one there."""
+    env = dict(os.environ)
+    if env.get("LENSA_HF_TOKEN_S3_URI") and not env.get("HF_TOKEN"):
+        sys.path.insert(0, str(here))  # the packaged lensa_for_all beside this file
+        from lensa_for_all.backends.endpoint_secrets import load_hf_token
+
+        load_hf_token(env)
+        print("lensa launcher: Hugging Face token read from S3", flush=True)
+    return env
+
+
 def main() -> int:
     here = Path(__file__).resolve().parent
     num_gpus = int(os.environ.get("SM_NUM_GPUS", "0") or 0)
     cmd = build_command(here, num_gpus)
     print("lensa launcher: " + " ".join(cmd), flush=True)
-    child = subprocess.Popen(cmd, cwd=here)
+    child = subprocess.Popen(cmd, cwd=here, env=child_environment(here))
 
     def forward(_signum: int, _frame: object) -> None:
         child.send_signal(signal.SIGINT)

@@ -247,7 +247,7 @@ class SageMakerBackend(Backend):
             spot=self.spot,
             max_wait_s=self.max_wait_s,
             hyperparameters=dict(hyperparameters or {}),
-            environment=self._job_environment(),
+            environment=self._job_environment(store, base),
             tags={LIBRARY_TAG: __version__, "lensa-for-all:run": run_name, **self.tags},
             kms_key_id=self.kms_key_id,
             subnets=self.subnets,
@@ -313,11 +313,13 @@ class SageMakerBackend(Backend):
 
         return self.hf_token or os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
 
-    def _job_environment(self) -> dict[str, str]:
+    def _job_environment(self, store: S3Store, base: str) -> dict[str, str]:
+        """The job's environment. A Hugging Face token is not put in it (``DescribeTrainingJob`` shows the
+        environment to anyone allowed to list jobs): it goes to an encrypted S3 object the launcher reads."""
         env = {"PYTHONUNBUFFERED": "1", "HF_HUB_ENABLE_HF_TRANSFER": "0", **self.environment}
         token = self._hf_token()
         if token:
-            env["HF_TOKEN"] = token
+            env.update(stash_hf_token(store, base, token))
         return env
 
     def _upload_channels(self, store: S3Store, base: str, channels: Mapping[str, Path]) -> dict[str, S3Uri]:
