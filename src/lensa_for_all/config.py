@@ -239,7 +239,9 @@ class TrainingConfig:
     def for_subject(cls, subject_class: str, method: str = "lora", *, subject_kind: str | None = None,
                     **overrides: Any) -> TrainingConfig:
         """Presets that work: people get prior preservation and a trained text encoder, pets and objects
-        a short run without class images. ``overrides`` replace any field.
+        a short run without class images. ``overrides`` replace any field. A LoRA on an SDXL base (a local
+        folder, a cached Hub id, or ``model_family="sdxl"``) also gets SDXL's settings (1024 px, gradient
+        checkpointing, text encoders at 5e-6); docs/training.md gives the source of each number.
 
         ``subject_class`` must be in the subject table (:mod:`lensa_for_all.subjects`; an alias such as
         ``"people"`` becomes ``"person"``) unless ``subject_kind`` (``"person"``, ``"pet"`` or ``"object"``)
@@ -265,6 +267,13 @@ class TrainingConfig:
         unknown = set(overrides) - set(cls.field_names())
         if unknown:
             raise ConfigError(f"TrainingConfig has no field(s) {sorted(unknown)}")
+        if method == "lora":  # the base model's family adds its own (SDXL: 1024 px, gradient checkpointing)
+            from .families import family_hint
+
+            family = family_hint(str(overrides.get("base_model", DEFAULT_BASE_MODEL)), overrides.get("revision"),
+                                 str(overrides.get("model_family", "auto")))
+            if family is not None:
+                preset.update(family.preset)
         preset.update(overrides)
         return cls(**preset)
 

@@ -16,7 +16,7 @@ import attrs
 from .errors import ConfigError, ModelNotFoundError
 
 __all__ = ["ModelFamily", "PromptEmbeddings", "SD1", "SDXL", "FAMILIES", "FAMILY_CHOICES", "family_named",
-           "detect_family"]
+           "detect_family", "family_hint"]
 
 FAMILY_CHOICES = ("auto", "sd1", "sdxl")
 
@@ -55,6 +55,13 @@ class ModelFamily:
     full_fine_tune_refusal: ClassVar[str | None] = None
     # whether the base VAE overflows in float16 (then TrainingConfig.fp16_vae encodes the latents)
     vae_overflows_in_fp16: ClassVar[bool] = False
+    # UNet work per latent pixel relative to SD 1.5's (the cost estimate scales its SD 1.5 speeds by it)
+    unet_cost_factor: ClassVar[float] = 1.0
+    # GPU memory a LoRA run at the default resolution needs, and whether that assumes gradient checkpointing
+    lora_gpu_memory_gib: ClassVar[int] = 12
+    lora_needs_gradient_checkpointing: ClassVar[bool] = False
+    # TrainingConfig.for_subject's settings for this family, on top of the subject's preset (see docs/training.md)
+    preset: ClassVar[Mapping[str, Any]] = {}
 
     @property
     def text_encoder_names(self) -> tuple[str, ...]:
@@ -143,6 +150,15 @@ class _SDXL(ModelFamily):
         "a full SDXL fine-tune does not fit a 24 GB GPU (2.6 B UNet parameters: about 10 GB of fp32 weights, 10 GB "
         "of gradients and 21 GB of AdamW state before activations). Use method='lora'.")
     vae_overflows_in_fp16 = True
+    # an estimate, not a measurement: SDXL's UNet (2.6 B parameters against 0.86 B) keeps attention off its
+    # highest-resolution level, so per latent pixel it costs about 1.5x SD 1.5's (6x in all at 1024 px against 512)
+    unet_cost_factor = 1.5
+    lora_gpu_memory_gib = 24
+    lora_needs_gradient_checkpointing = True
+    # diffusers' examples/dreambooth/README_sdxl.md: 1024 px, lr 1e-4, 500 steps on 5 photos (100 per photo),
+    # gradient checkpointing to fit 24 GB; text encoders at 5e-6 as its train_dreambooth_lora_sdxl_advanced.py
+    preset = {"resolution": 1024, "learning_rate": 1e-4, "gradient_checkpointing": True,
+              "text_encoder_learning_rate": 5e-6}
 
     def encode(self, text_encoders: Sequence[Any], input_ids: Sequence[Any]) -> PromptEmbeddings:
         import torch
@@ -207,3 +223,28 @@ def detect_family(base_model: str, index: Any, forced: str = "auto") -> ModelFam
             "stabilityai/stable-diffusion-xl-base-1.0."
         )
     return family
+
+
+def family_hint(base_model: str, revision: str | None = None, forced: str = "auto") -> ModelFamily | None:
+    """The family of ``base_model`` when it can be told without the network (a local folder, or a Hub id in the
+    Hugging Face cache); ``None`` otherwise. Presets and cost estimates use it; training checks for real."""
+    import json
+    from pathlib import Path
+
+    if forced != "auto":
+        return family_named(forced)
+    index_file: Path | None = Path(base_model) / "model_index.json"
+    if index_file is None or not index_file.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(base_model, "model_index.json", revision=revision)
+        except Exception:  # not a valid repo id, or no cache: nothing to tell from
+            return None
+        index_file = Path(cached) if isinstance(cached, str) else None
+    if index_file is None:
+        return None
+    try:
+        return detect_family(base_model, json.loads(index_file.read_text(encoding="utf-8")))
+    except (OSError, ValueError, ModelNotFoundError):
+        return None

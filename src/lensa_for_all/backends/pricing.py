@@ -20,7 +20,7 @@ from ..errors import ConfigError
 
 __all__ = [
     "InstanceSpec", "INSTANCE_TYPES", "CostEstimate", "estimate_cost", "actual_cost", "instance_spec",
-    "PRICES_CHECKED", "TYPICAL_SPOT_DISCOUNT", "REGION_PRICE_FACTOR",
+    "PRICES_CHECKED", "TYPICAL_SPOT_DISCOUNT", "REGION_PRICE_FACTOR", "family_of_config",
 ]
 
 PRICES_CHECKED = "2024-06, us-east-1"
@@ -133,6 +133,15 @@ def _train_steps(config: Any, num_photos: int) -> int:
     return max(lo, min(hi, per_photo * max(num_photos, 1)))
 
 
+def family_of_config(config: Any) -> Any:
+    """The base model's family when it can be told offline; SD 1.x/2.x otherwise (the speeds' reference)."""
+    from ..families import SD1, family_hint
+
+    base = _get(config, "base_model", None)
+    forced = str(_get(config, "model_family", "auto") or "auto")
+    return (family_hint(str(base), _get(config, "revision", None), forced) if base or forced != "auto" else None) or SD1
+
+
 def estimate_cost(config: Any, num_photos: int, *, instance_type: str = "ml.g5.2xlarge", spot: bool = True,
                   region: str = "us-east-1") -> CostEstimate:
     """Estimate duration and cost of training ``config`` (a ``TrainingConfig`` or its dict) on ``num_photos``.
@@ -146,7 +155,8 @@ def estimate_cost(config: Any, num_photos: int, *, instance_type: str = "ml.g5.2
     steps = _train_steps(config, num_photos)
     batch = int(_get(config, "train_batch_size", 1)) * int(_get(config, "gradient_accumulation_steps", 1))
     resolution = int(_get(config, "resolution", 512))
-    speed = spec.lora_steps_per_s * (512 / resolution) ** 2 / max(batch, 1)
+    unet_cost = family_of_config(config).unet_cost_factor  # SDXL's UNet does about 3x SD 1.5's work per latent pixel
+    speed = spec.lora_steps_per_s * (512 / resolution) ** 2 / max(batch, 1) / unet_cost
     if _get(config, "method", "lora") == "full":
         speed *= 0.45
     if _get(config, "train_text_encoder", False):
@@ -154,7 +164,7 @@ def estimate_cost(config: Any, num_photos: int, *, instance_type: str = "ml.g5.2
     class_images = int(_get(config, "num_class_images", 0)) if _get(config, "with_prior_preservation", False) else 0
     if class_images:
         speed *= 0.6  # instance and class latents in one forward: about twice the work per step
-    gen_speed = spec.class_images_per_s * spec.gpus * (512 / resolution) ** 2
+    gen_speed = spec.class_images_per_s * spec.gpus * (512 / resolution) ** 2 / unet_cost
     gen_steps = int(_get(config, "class_image_inference_steps", 25))
     seconds = FIXED_OVERHEAD_S + steps / speed + class_images * (gen_steps / 25) / gen_speed
     factor = REGION_PRICE_FACTOR.get(region, DEFAULT_REGION_FACTOR)

@@ -557,6 +557,20 @@ def _warn_if_short_of_gpu_memory(config: Any, instance_type: str) -> None:
         logger.warning("Full fine-tuning on %s (%d GB per GPU) may run out of memory; use an ml.g5 instance "
                        "(24 GB) or set gradient_checkpointing=True and use_8bit_adam=True.",
                        instance_type, spec.gpu_memory_gib)
+    if method != "lora":
+        return
+    from .pricing import family_of_config
+
+    family = family_of_config(config)
+    checkpointing = bool(config.get("gradient_checkpointing") if isinstance(config, Mapping)
+                         else getattr(config, "gradient_checkpointing", False))
+    needs = family.lora_gpu_memory_gib
+    if spec.gpu_memory_gib < needs:
+        logger.warning("A %s LoRA needs about %d GB of GPU memory; %s has %d GB per GPU and may run out. Use "
+                       "ml.g5.2xlarge (24 GB).", family.label, needs, instance_type, spec.gpu_memory_gib)
+    elif family.lora_needs_gradient_checkpointing and not checkpointing:
+        logger.warning("A %s LoRA fits %d GB only with gradient_checkpointing=True; without it %s may run out of "
+                       "memory.", family.label, needs, instance_type)
 
 
 def _count_images(folder: Path) -> int:
