@@ -20,7 +20,7 @@ def register(subparsers: Any) -> None:
                     "come from the config file, then LENSA_* environment variables, then these flags.",
     )
     run.add_argument("photos", metavar="PHOTOS", nargs="?", help="folder holding 4-20 photos of one subject")
-    run.add_argument("--class", dest="subject_class",
+    run.add_argument("--class", dest="subject_class", metavar="CLASS",
                      help="what the photos show: person (default), man, woman, dog, cat, teddy bear, ...")
     run.add_argument("--subject-kind", choices=SUBJECT_KINDS,
                      help="person, pet or object: needed only for a class lensa-for-all does not list")
@@ -57,6 +57,16 @@ def register(subparsers: Any) -> None:
     demo.set_defaults(func=run_demo)
 
 
+def _dollars(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of US dollars, e.g. 3 or 2.50, not {text!r}")
+    return value
+
+
 def add_sagemaker_flags(parser: argparse.ArgumentParser) -> None:
     """The SageMaker flags ``run`` and ``train`` share (each also has an env var and a config key)."""
     group = parser.add_argument_group("SageMaker (with --backend sagemaker)")
@@ -67,7 +77,7 @@ def add_sagemaker_flags(parser: argparse.ArgumentParser) -> None:
                        help="training instance, e.g. ml.g5.2xlarge (default; env LENSA_INSTANCE_TYPE)")
     group.add_argument("--spot", action=argparse.BooleanOptionalAction, default=None,
                        help="managed spot instances, 60-70%% cheaper (default on; env LENSA_SPOT)")
-    group.add_argument("--max-cost", type=float, metavar="USD",
+    group.add_argument("--max-cost", type=_dollars, metavar="USD",
                        help="refuse to start, and stop, a job whose cost would pass USD (env LENSA_MAX_COST_USD)")
 
 

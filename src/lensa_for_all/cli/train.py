@@ -20,7 +20,7 @@ def register(subparsers: Any) -> None:
                     "bucket and cost with --backend sagemaker).",
     )
     p.add_argument("photos", metavar="PHOTOS", help="folder of photos (raw, or prepared by `lensa-for-all prepare`)")
-    p.add_argument("--class", dest="subject_class", default=None,
+    p.add_argument("--class", dest="subject_class", default=None, metavar="CLASS",
                    help="what the photos show: person (default), man, woman, dog, cat, teddy bear, ...")
     p.add_argument("--subject-kind", choices=SUBJECT_KINDS, default=None,
                    help="person, pet or object: needed only for a class lensa-for-all does not list")
