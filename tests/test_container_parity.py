@@ -297,3 +297,29 @@ def test_alternative_training_image_installs_and_trains(image: Any, requirements
     manifest = json.loads((model / "lensa_manifest.json").read_text())
     assert manifest["steps"] == 2 and manifest["train_text_encoder"] is True
     assert (model / "pytorch_lora_weights.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_launcher_reads_the_hf_token_from_s3_in_the_training_image(training_env: ContainerEnv, aws_env: str,
+                                                                   tiny_sd: Path, tmp_path: Path) -> None:
+    """The token stays out of the job's environment; the launcher fetches it with the image's own boto3."""
+    import boto3
+
+    from lensa_for_all.backends import container_launcher
+
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="tokens")
+    s3.put_object(Bucket="tokens", Key="run/secrets/abc/hf_token", Body=b"hf_private_token_123")
+    source = _source_dir(tiny_sd, "lora", tmp_path / "src")
+    script = textwrap.dedent(f"""
+        import importlib.util, pathlib
+        spec = importlib.util.spec_from_file_location("launcher", {container_launcher.__file__!r})
+        launcher = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(launcher)
+        print(launcher.child_environment(pathlib.Path({str(source)!r}))["HF_TOKEN"])
+    """)
+    aws = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    ran = training_env.run(["-c", script], env={**aws, "HF_TOKEN": "",
+                                                "LENSA_HF_TOKEN_S3_URI": "s3://tokens/run/secrets/abc/hf_token"})
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout.strip().splitlines()[-1] == "hf_private_token_123"
