@@ -50,6 +50,10 @@ def test_optional_requirements_follow_the_settings(tiny_sd: object) -> None:
     lines = requirements_for(config)
     assert lines[:len(PINNED)] == [f"{d}=={v}" for d, v in PINNED.items()]
     assert any(line.startswith("bitsandbytes==") for line in lines)
+    likeness = TrainingConfig.for_subject("person", base_model=str(tiny_sd), early_stopping=True,
+                                          early_stopping_metric="likeness", validation_steps=10,
+                                          validation_prompts=("a photo of ohwx person",))
+    assert requirements_for(likeness)[-2:] == [OPTIONAL["dlib-bin"], OPTIONAL["face-recognition-models"]]
     with pytest.raises(KeyError, match="unknown optional package"):
         requirements(["xformers"])
 

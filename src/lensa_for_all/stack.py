@@ -36,6 +36,9 @@ OPTIONAL: dict[str, str] = {
     "tensorboard": "tensorboard>=2.14",
     "wandb": "wandb>=0.16",
     "torchmetrics": "torchmetrics[image]>=1.3",
+    # early stopping on face likeness (lensa_for_all.likeness): dlib's wheels (cp312 manylinux_2_28) and models
+    "dlib-bin": "dlib-bin==20.0.1.post1",
+    "face-recognition-models": "face-recognition-models==0.3.0",
 }
 
 # diffusers 0.42 and transformers 5.x need Python >= 3.10 and >= 3.10; diffusers 0.42.1's wheels declare

@@ -50,6 +50,8 @@ def requirements_for(config: TrainingConfig) -> list[str]:
         optional.append(config.report_to)
     if config.early_stopping and config.early_stopping_metric == "fid":
         optional.append("torchmetrics")
+    if config.early_stopping and config.early_stopping_metric == "likeness":
+        optional += ["dlib-bin", "face-recognition-models"]
     return requirements(optional)
 
 
