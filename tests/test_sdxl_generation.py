@@ -96,3 +96,24 @@ def test_an_sd15_lora_on_an_sdxl_base_is_refused_naming_both(tiny_sd: Path, tiny
     with pytest.raises(ModelNotFoundError, match=r"trained on a Stable Diffusion 1.x/2.x base, but .* is a Stable "
                                                  r"Diffusion XL model"):
         AvatarModel.load(sd1_lora, base_model=str(tiny_sdxl))
+
+
+def test_an_sdxl_base_rendered_at_512_or_less_warns(tiny_sdxl: Path, sdxl_lora: Path, tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """A base whose UNet is sized for 1024 px (sample size 128 latents x 8), loaded at the LoRA's 64 px."""
+    import logging
+    import shutil
+
+    from lensa_for_all import AvatarModel
+
+    base = tmp_path / "sdxl-1024"
+    shutil.copytree(tiny_sdxl, base)
+    config = json.loads((base / "unet" / "config.json").read_text())
+    (base / "unet" / "config.json").write_text(json.dumps({**config, "sample_size": 512}))  # x2 VAE: 1024 px
+    with caplog.at_level(logging.WARNING, logger="lensa_for_all"):
+        AvatarModel.load(sdxl_lora, base_model=str(base))
+    assert "is a Stable Diffusion XL model, trained for 1024 px; at 64x64" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lensa_for_all"):
+        AvatarModel.load(sdxl_lora)  # the tiny base is sized for 64 px: nothing to say
+    assert "trained for" not in caplog.text
