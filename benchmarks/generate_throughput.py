@@ -9,6 +9,10 @@ and dtype choice). Runs alternate between sides; the speed-up is the median of t
 
     python benchmarks/generate_throughput.py                       # "small" model, 128 px, 4 images, CPU
     python benchmarks/generate_throughput.py --size sd15 --num-images 8   # on a GPU: SD-1.5 shapes, 512 px, fp16
+    python benchmarks/generate_throughput.py --family sdxl --size tiny    # tiny SDXL against StableDiffusionXLPipeline
+
+The plain side uses the model family's own pipeline class (``StableDiffusionXLPipeline`` for SDXL: Euler,
+50 steps).
 """
 
 from __future__ import annotations
@@ -44,12 +48,12 @@ def worker(side: str, model_path: str, num_images: int, device: str | None, dtyp
 
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(num_images)]
     if side in ("plain", "plain_batched"):
-        from diffusers import StableDiffusionPipeline
-
         from lensa_for_all.generation.device import choose_device
+        from lensa_for_all.generation.sources import pipeline_family
 
         choice = choose_device(device, dtype)  # same device/dtype as AvatarModel would pick
-        pipe = StableDiffusionPipeline.from_pretrained(model_path, torch_dtype=choice.dtype).to(choice.device)
+        pipeline_class = pipeline_family(model_path).pipeline_class()  # StableDiffusion(XL)Pipeline
+        pipe = pipeline_class.from_pretrained(model_path, torch_dtype=choice.dtype).to(choice.device)
         pipe.set_progress_bar_config(disable=True)
         if side == "plain":  # warm up with this side's own call shape
             pipe(prompts[0], num_inference_steps=2)
@@ -60,7 +64,7 @@ def worker(side: str, model_path: str, num_images: int, device: str | None, dtyp
         start = time.perf_counter()
         if side == "plain":
             for i, p in enumerate(prompts):
-                pipe(p, generator=torch.Generator("cpu").manual_seed(i))  # defaults: PNDM, 50 steps, CFG 7.5
+                pipe(p, generator=torch.Generator("cpu").manual_seed(i))  # defaults: 50 steps (SD 1.5: PNDM, CFG 7.5)
         else:  # the same defaults, all prompts in one call
             pipe(prompts, generator=[torch.Generator("cpu").manual_seed(i) for i in range(num_images)])
         sync()
@@ -115,6 +119,8 @@ def run_side(side: str, model_path: Path, args: argparse.Namespace) -> dict[str,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="small", choices=["tiny", "small", "sd15"])
+    parser.add_argument("--family", default="sd1", choices=["sd1", "sdxl"],
+                        help="model family of the random model (sdxl: size tiny only)")
     parser.add_argument("--num-images", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs per side")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per side (0: torch's default)")
@@ -137,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.model_dir) if args.model_dir else Path(tmp)
-        model_path = make_tiny_sd(root / f"bench-{args.size}", args.size)
+        model_path = make_tiny_sd(root / f"bench-{args.family}-{args.size}", args.size, family=args.family)
         sides = ["plain", "avatar"] + (["plain_batched"] if args.batched_baseline else [])
         runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
         for _ in range(args.repeats):
@@ -148,12 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     ratios = [a["images_per_s"] / p["images_per_s"] for p, a in zip(runs["plain"], runs["avatar"], strict=True)]
     speedup = statistics.median(ratios)
     a = runs["avatar"][0]
-    print(f"model: random '{args.size}' at its native size, {args.num_images} images, device {a['device']}, "
+    print(f"model: random {args.family} '{args.size}' at its native size, {args.num_images} images, device {a['device']}, "
           f"{a['torch_threads']} thread(s), {args.repeats} alternating runs per side")
     print("| side | scheduler | steps | images per call | images/s (median) | peak RSS MB (median) |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
-    labels = {"plain": "StableDiffusionPipeline defaults, one call per image", "avatar": "AvatarModel defaults",
-              "plain_batched": "StableDiffusionPipeline defaults, all prompts in one call"}
+    plain = "StableDiffusionXLPipeline" if args.family == "sdxl" else "StableDiffusionPipeline"
+    labels = {"plain": f"{plain} defaults, one call per image", "avatar": "AvatarModel defaults",
+              "plain_batched": f"{plain} defaults, all prompts in one call"}
     for side in runs:
         r = runs[side][0]
         print(f"| {labels[side]} | {r['scheduler']} | {r['steps']} | {r['batch_size']} | {med[side]:.3f} | "
