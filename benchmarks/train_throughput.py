@@ -17,6 +17,9 @@ diffusers. It imports torchvision, so run this benchmark from an environment tha
 
     python benchmarks/train_throughput.py --reference PATH/train_dreambooth.py \\
         --reference-lora PATH/train_dreambooth_lora.py --steps 30 --warmup 5 --repeats 3
+
+SDXL (LoRA rows only): ``--family sdxl --reference-lora PATH/train_dreambooth_lora_sdxl.py`` trains the tiny
+SDXL (``make_tiny_sd(path, family="sdxl")``) on both sides, text encoders at the SDXL script's default 5e-6.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ CLASS_PROMPT = f"a photo of {SUBJECT}"
 FULL_LR = 5e-6  # the reference's default
 LORA_LR = 1e-4
 LORA_RANK = 4  # the reference LoRA script's default (alpha = rank)
+SDXL_TEXT_ENCODER_LR = 5e-6  # train_dreambooth_lora_sdxl.py's default --text_encoder_lr
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -78,11 +82,12 @@ def _write_png_photos(folder: Path, count: int, size: int, seed: int, kind: str)
 
 
 def prepare_inputs(work: Path, *, model_size: str, resolution: int, num_photos: int,
-                   num_class_images: int) -> dict[str, Path]:
+                   num_class_images: int, family: str = "sd1") -> dict[str, Path]:
     """Build (or reuse) the model, the instance photos and the class-image folder under ``work``."""
     from lensa_for_all.testing import make_tiny_sd
 
-    model = make_tiny_sd(work / f"model-{model_size}", model_size)
+    name = f"model-{model_size}" if family == "sd1" else f"model-{family}-{model_size}"
+    model = make_tiny_sd(work / name, model_size, family=family)  # type: ignore[arg-type]
     photos = work / f"photos-{num_photos}-{resolution}"
     if not photos.is_dir() or len(list(photos.iterdir())) != num_photos:
         _write_png_photos(photos, num_photos, resolution, seed=1, kind="photo")
@@ -340,6 +345,8 @@ def run_reference(spec: dict[str, Any], clock: StepClock) -> None:
     ]
     if method == "lora":
         argv += ["--rank", str(LORA_RANK)]
+    if spec.get("family") == "sdxl":
+        argv += ["--text_encoder_lr", str(SDXL_TEXT_ENCODER_LR)]
     if train_te:
         argv.append("--train_text_encoder")
     argv += spec.get("reference_extra_args", [])
@@ -365,6 +372,7 @@ def run_ours(spec: dict[str, Any], clock: StepClock) -> None:
         max_grad_norm=1.0, train_text_encoder=train_te,
         lora_rank=LORA_RANK, lora_alpha=float(LORA_RANK), mixed_precision="no",
         checkpointing_steps=0, validation_steps=0, report_to="none", seed=0, resume_from=None,
+        **({"text_encoder_learning_rate": SDXL_TEXT_ENCODER_LR} if spec.get("family") == "sdxl" else {}),
     ), **spec.get("ours_overrides", {})})  # overrides may replace any setting above (e.g. mixed_precision)
 
     def on_progress(progress: Any) -> None:
@@ -588,6 +596,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sides", default="reference,ours", help="comma list of: reference, ours")
     p.add_argument("--cases", default=",".join(CASE_KEYS), help=f"comma list of: {', '.join(CASE_KEYS)}")
     p.add_argument("--model-size", default="small", choices=["tiny", "small", "sd15"])
+    p.add_argument("--family", default="sd1", choices=["sd1", "sdxl"],
+                   help="sdxl: the tiny SDXL, LoRA cases only, --reference-lora is train_dreambooth_lora_sdxl.py")
     p.add_argument("--resolution", type=int, default=128)
     p.add_argument("--photos", type=int, default=5, help="instance photos")
     p.add_argument("--class-images", type=int, default=10, help="class images (present, none generated)")
@@ -603,13 +613,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.sides = [s.strip() for s in args.sides.split(",") if s.strip()]
     args.cases = [CASE_KEYS[c.strip()] for c in args.cases.split(",") if c.strip()]
+    if args.family == "sdxl":
+        if any(CASES[c][0] != "lora" for c in args.cases):
+            p.error("--family sdxl compares LoRA only (pass --cases lora-frozen,lora-te)")
+        if args.model_size != "tiny":
+            p.error("--family sdxl is built at --model-size tiny only")
     if "reference" in args.sides:
-        if args.reference is None:
+        needs_full = any(CASES[c][0] == "full" for c in args.cases)
+        if args.reference is None and (needs_full or args.reference_lora is None):
             p.error("--reference PATH is needed to run the reference side (or pass --sides ours)")
         if args.reference_lora is None:
             args.reference_lora = args.reference.with_name("train_dreambooth_lora.py")
         needs_lora = any(CASES[c][0] == "lora" for c in args.cases)
-        for path in [args.reference] + ([args.reference_lora] if needs_lora else []):
+        for path in ([args.reference] if needs_full else []) + ([args.reference_lora] if needs_lora else []):
             if not path.is_file():
                 p.error(f"reference script {path} does not exist")
     if args.repeats < 1 and not args.profile_steps:
@@ -628,8 +644,9 @@ def main(argv: list[str] | None = None) -> int:
     work: Path = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     inputs = prepare_inputs(work, model_size=args.model_size, resolution=args.resolution,
-                            num_photos=args.photos, num_class_images=args.class_images)
+                            num_photos=args.photos, num_class_images=args.class_images, family=args.family)
     base_spec = {
+        "family": args.family,
         "model": str(inputs["model"]), "photos": str(inputs["photos"]), "classes": str(inputs["classes"]),
         "num_class_images": args.class_images, "resolution": args.resolution,
         "steps": args.steps, "warmup": args.warmup,
@@ -673,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
                                "summary": summary,
                                "runs": raw, "phase_breakdowns": breakdowns}, indent=2))
     print()
-    print(f"{args.model_size} model, {args.resolution} px, batch 1 + prior preservation, "
+    print(f"{args.family} {args.model_size} model, {args.resolution} px, batch 1 + prior preservation, "
           f"{args.steps} steps ({args.warmup} warm-up), {args.repeats} repeats, OMP_NUM_THREADS={args.threads}; "
           f"commit {version['commit'] or '?'}"
           + (f" with {len(version['dirty_library_files'])} uncommitted library file(s)"
