@@ -52,7 +52,9 @@ def worker(side: str, model_path: str, num_images: int, device: str | None, dtyp
         from lensa_for_all.generation.sources import pipeline_family
 
         choice = choose_device(device, dtype)  # same device/dtype as AvatarModel would pick
-        pipeline_class = pipeline_family(model_path).pipeline_class()  # StableDiffusion(XL)Pipeline
+        family = pipeline_family(model_path)
+        assert family is not None, f"{model_path} has no readable model_index.json"
+        pipeline_class = family.pipeline_class()  # StableDiffusion(XL)Pipeline
         pipe = pipeline_class.from_pretrained(model_path, torch_dtype=choice.dtype).to(choice.device)
         pipe.set_progress_bar_config(disable=True)
         if side == "plain":  # warm up with this side's own call shape

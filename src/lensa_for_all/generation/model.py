@@ -128,7 +128,7 @@ class AvatarModel:
             base = base_model or str(folder.base_model)
             base_revision = revision or manifest.get("revision")
             trained_on, base_family = lora_family(manifest), pipeline_family(base, base_revision)
-            if trained_on is not base_family:
+            if base_family is not None and trained_on is not base_family:
                 raise ModelNotFoundError(
                     f"The LoRA in {folder.path} was trained on a {trained_on.label} base, but {base!r} is a "
                     f"{base_family.label} model. Load it on a {trained_on.label} base (the one it was trained on: "
@@ -496,9 +496,10 @@ def _default_negative(subject_class: str) -> str:
 def _from_pretrained(source: str, *, revision: str | None, **kwargs: Any) -> Any:
     """Load a pipeline with its family's class; a Hub id is taken from the local cache first, and the Hub is
     asked only if it answers."""
+    from ..families import SD1
     from ..prompts.magic import hub_unreachable
 
-    family = pipeline_family(source, revision)
+    family = pipeline_family(source, revision) or SD1  # unreadable: SD 1.x/2.x, whose loader says what is wrong
     pipeline_class = family.pipeline_class()
     # the safety-checker switches exist only for the families that have one
     kwargs = {k: v for k, v in kwargs.items() if k not in ("safety_checker", "requires_safety_checker")

@@ -103,11 +103,10 @@ def inspect_model_folder(path: str | os.PathLike[str], *, base_model: str | None
     )
 
 
-def pipeline_family(source: str, revision: str | None = None) -> ModelFamily:
-    """The family of a pipeline folder or Hub id, from its ``model_index.json`` (the Hugging Face cache first).
-
-    When the index cannot be read the model is taken for SD 1.x/2.x, and loading it says what is wrong."""
-    from ..families import SD1, detect_family
+def pipeline_family(source: str, revision: str | None = None) -> ModelFamily | None:
+    """The family of a pipeline folder or Hub id, from its ``model_index.json`` (the Hugging Face cache first);
+    ``None`` when the index cannot be read (loading the model then says what is wrong)."""
+    from ..families import detect_family
 
     path = Path(source)
     index_file: Path | None = path / "model_index.json" if path.exists() else None
@@ -123,11 +122,11 @@ def pipeline_family(source: str, revision: str | None = None) -> ModelFamily:
                 cached = try_to_load_from_cache(source, "model_index.json", revision=revision)
         index_file = Path(cached) if isinstance(cached, str) else None
     if index_file is None or not index_file.is_file():
-        return SD1
+        return None
     try:
         return detect_family(source, json.loads(index_file.read_text(encoding="utf-8")))
     except (ValueError, ModelNotFoundError):
-        return SD1
+        return None
 
 
 def lora_family(manifest: Mapping[str, Any]) -> ModelFamily:
