@@ -11,7 +11,7 @@ from .bpe import CORPUS, bytes_to_unicode, train_bpe
 
 __all__ = ["make_tiny_sd", "make_clip_tokenizer"]
 
-Size = Literal["tiny", "small", "sd15"]
+Size = Literal["tiny", "small", "sd15", "full"]  # "full": family="sdxl" only
 
 # name -> (unet kwargs, vae kwargs, text-encoder kwargs, default resolution)
 _SIZES: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any], int]] = {
@@ -133,9 +133,11 @@ def make_tiny_sd(
     ``prediction_type="v_prediction"`` it stands in for an SD 2.x-style model. Building is
     deterministic for a given ``seed``. An existing complete folder is reused.
 
-    ``family="sdxl"`` builds a tiny SDXL instead (``size="tiny"`` only, 64 px): a UNet with SDXL's
-    ``text_time`` added conditioning, two CLIP text encoders (the second with a projection) and two
-    locally built tokenizers; ``StableDiffusionXLPipeline.from_pretrained(path)`` loads it.
+    ``family="sdxl"`` builds an SDXL instead: a UNet with SDXL's ``text_time`` added conditioning, two CLIP
+    text encoders (the second with a projection) and two locally built tokenizers;
+    ``StableDiffusionXLPipeline.from_pretrained(path)`` loads it. ``size="tiny"`` (64 px) is diffusers' test
+    dummy; ``size="full"`` has SDXL 1.0 base's shapes for GPU benchmarks at 1024 px (about 3.5 billion
+    parameters, 7 GB of fp16 safetensors, built on the GPU when there is one: see :func:`sdxl_components`).
     """
     if family == "sdxl":
         return _make_tiny_sdxl(Path(path), size=size, prediction_type=prediction_type, seed=seed)
@@ -186,21 +188,88 @@ def make_tiny_sd(
     return path
 
 
+# SDXL 1.0 base's shapes (stabilityai/stable-diffusion-xl-base-1.0: unet/, vae/, text_encoder{,_2}/ configs).
+SDXL_FULL_UNET: dict[str, Any] = dict(
+    sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
+    use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816,  # six size/crop numbers x 256 + the 1280 pooled text embedding
+)
+SDXL_FULL_VAE: dict[str, Any] = dict(
+    block_out_channels=(128, 256, 512, 512), layers_per_block=2, in_channels=3, out_channels=3, latent_channels=4,
+    sample_size=1024, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+    norm_num_groups=32, scaling_factor=0.13025, force_upcast=True,
+)
+SDXL_FULL_TEXT_ENCODERS: tuple[dict[str, Any], dict[str, Any]] = (
+    # CLIP ViT-L/14's text tower, then OpenCLIP ViT-bigG/14's (with its 1280-wide projection)
+    dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12, projection_dim=768,
+         hidden_act="quick_gelu", vocab_size=49408),
+    dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=20, num_hidden_layers=32,
+         projection_dim=1280, hidden_act="gelu", vocab_size=49408),
+)
+SDXL_FULL_RESOLUTION = 1024
+
+
+def sdxl_components(size: str, tokenizer: Any, tokenizer_2: Any) -> tuple[Any, Any, Any, Any]:
+    """SDXL's UNet, VAE and two text encoders at ``size`` ("tiny" or "full"), random weights, built under the
+    caller's default device (``with torch.device("meta")`` builds the full shapes without any memory)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    if size not in ("tiny", "full"):
+        raise ValueError(f"family='sdxl' is built at size='tiny' or size='full', not {size!r}")
+
+    def te_config(tok: Any, shape: dict[str, Any]) -> Any:
+        return CLIPTextConfig(
+            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+            max_position_embeddings=77, layer_norm_eps=1e-5, **shape,
+        )
+
+    if size == "full":
+        unet = UNet2DConditionModel(**SDXL_FULL_UNET)
+        vae = AutoencoderKL(**SDXL_FULL_VAE)
+        te1_shape, te2_shape = SDXL_FULL_TEXT_ENCODERS
+    else:  # the tiny SDXL of diffusers' own pipeline tests
+        hidden, time_dim = 32, 8
+        unet = UNet2DConditionModel(
+            block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+            addition_time_embed_dim=time_dim, transformer_layers_per_block=(1, 2),
+            projection_class_embeddings_input_dim=6 * time_dim + hidden,  # six size/crop numbers + pooled text
+            cross_attention_dim=2 * hidden, norm_num_groups=1,
+        )
+        vae = AutoencoderKL(
+            block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4, sample_size=64,
+            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+            norm_num_groups=32, scaling_factor=0.13025,
+        )
+        te1_shape = te2_shape = dict(hidden_size=hidden, intermediate_size=37, num_attention_heads=4,
+                                     num_hidden_layers=5, projection_dim=hidden, hidden_act="gelu")
+        te1_shape = {**te1_shape, "vocab_size": max(len(tokenizer), 1000)}
+        te2_shape = {**te2_shape, "vocab_size": max(len(tokenizer_2), 1000)}
+    return (unet, vae, CLIPTextModel(te_config(tokenizer, te1_shape)),
+            CLIPTextModelWithProjection(te_config(tokenizer_2, te2_shape)))
+
+
 def _make_tiny_sdxl(path: Path, *, size: str, prediction_type: str, seed: int) -> Path:
-    """The tiny SDXL of diffusers' own pipeline tests, with Hub-layout encoders and tokenizers."""
+    """An SDXL pipeline folder with Hub-layout encoders and tokenizers: diffusers' test-sized one ("tiny", 64 px)
+    or SDXL 1.0 base's shapes ("full", 1024 px; about 3.5 billion parameters, 7 GB as fp16 safetensors).
+
+    "full" is built on the GPU when there is one (a few seconds there; minutes of random initialisation on a
+    CPU) and saved in fp16, as the Hub's fp16 variant of SDXL is: half the disk and the write time of fp32.
+    """
     import shutil
 
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTokenizer
 
-    if size != "tiny":
-        raise ValueError(f"family='sdxl' is built only at size='tiny', not {size!r}")
+    if size not in ("tiny", "full"):
+        raise ValueError(f"family='sdxl' is built at size='tiny' or size='full', not {size!r}")
     if (path / "model_index.json").is_file():
         return path
     tmp = path.with_name(f".{path.name}.building")
@@ -210,43 +279,29 @@ def _make_tiny_sdxl(path: Path, *, size: str, prediction_type: str, seed: int) -
     make_clip_tokenizer(tmp / "tokenizer_2", pad_token="!")
     tokenizer = CLIPTokenizer.from_pretrained(tmp / "tokenizer")
     tokenizer_2 = CLIPTokenizer.from_pretrained(tmp / "tokenizer_2")
+    full = size == "full"
+    device = torch.device("cuda" if full and torch.cuda.is_available() else "cpu")
     torch.manual_seed(seed)
-    hidden, time_dim = 32, 8
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
-        addition_time_embed_dim=time_dim, transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=6 * time_dim + hidden,  # six size/crop numbers + pooled text
-        cross_attention_dim=2 * hidden, norm_num_groups=1,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4, sample_size=64,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        norm_num_groups=32, scaling_factor=0.13025,
-    )
-
-    def te_config(tok: Any) -> Any:
-        return CLIPTextConfig(
-            vocab_size=max(len(tok), 1000), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id, max_position_embeddings=77, layer_norm_eps=1e-5, hidden_size=hidden,
-            intermediate_size=37, num_attention_heads=4, num_hidden_layers=5, projection_dim=hidden,
-            hidden_act="gelu",
-        )
-
+    with device:
+        unet, vae, te1, te2 = sdxl_components(size, tokenizer, tokenizer_2)
+    if full:
+        for model in (unet, vae, te1, te2):
+            model.to(torch.float16)
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
         steps_offset=1, timestep_spacing="leading", interpolation_type="linear", prediction_type=prediction_type,
     )
     pipe = StableDiffusionXLPipeline(
-        unet=unet, vae=vae, text_encoder=CLIPTextModel(te_config(tokenizer)), tokenizer=tokenizer,
-        text_encoder_2=CLIPTextModelWithProjection(te_config(tokenizer_2)), tokenizer_2=tokenizer_2,
+        unet=unet, vae=vae, text_encoder=te1, tokenizer=tokenizer, text_encoder_2=te2, tokenizer_2=tokenizer_2,
         scheduler=scheduler, force_zeros_for_empty_prompt=True,
     )
     pipe.save_pretrained(tmp, safe_serialization=True)  # type: ignore[attr-defined]
+    del pipe, unet, vae, te1, te2
     _as_hub_layout(tmp, (("text_encoder", "tokenizer", "<|endoftext|>"), ("text_encoder_2", "tokenizer_2", "!")))
+    resolution = SDXL_FULL_RESOLUTION if full else 64
     (tmp / "lensa_testing.json").write_text(json.dumps({
-        "family": "sdxl", "size": size, "resolution": 64, "prediction_type": prediction_type, "seed": seed,
+        "family": "sdxl", "size": size, "resolution": resolution, "prediction_type": prediction_type, "seed": seed,
+        **({"dtype": "float16", "built_on": device.type} if full else {}),
         "note": "random weights from lensa_for_all.testing; images are noise-like by design",
     }, indent=2))
     if path.exists():
