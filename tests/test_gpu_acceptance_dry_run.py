@@ -64,9 +64,24 @@ def test_dry_run_writes_every_phase(acceptance: object, tmp_path: Path) -> None:
     generation = phases["generate 512 px"]["results"]
     assert generation["sides"]["plain"]["steps"] == 50 and generation["sides"]["avatar"]["steps"] == 25
     assert generation["speed_avatar_over_plain"] > 0
-    sdxl = phases["SDXL 1024 px"]
-    assert sdxl["status"] == "skipped" and sdxl["reason"] == acceptance.sdxl_unavailable()  # type: ignore[attr-defined]
-    assert sdxl["reason"].startswith("not available: ")
+    sdxl = phases["SDXL 1024 px"]  # the tiny SDXL at 64 px stands in for SDXL 1.0's shapes at 1024 px
+    assert sdxl["status"] == "ok", sdxl
+    xl = sdxl["results"]
+    assert (xl["model_size"], xl["resolution"]) == ("tiny", 64)
+    assert {step: st["status"] for step, st in xl["steps"].items()} == {
+        "inputs": "ok", "flops": "ok", "train LoRA": "ok", "generate": "ok"}
+    index = json.loads((Path(xl["model"]) / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionXLPipeline"
+    assert 1.5 < xl["flops"]["lora_flops_per_step"] / xl["flops"]["forward_flops"] < 2.5
+    xl_sides = xl["train LoRA"]["sides"]
+    assert xl_sides["reference"]["status"] == "skipped" and "train_dreambooth_lora_sdxl.py" in xl_sides["reference"]["reason"]
+    assert xl_sides["ours"]["status"] == "ok" and xl_sides["ours"]["s_per_step"] > 0
+    assert xl_sides["ours"]["tflops_per_s"] > 0
+    xl_gen = xl["generate"]["sides"]
+    assert (xl_gen["plain"]["scheduler"], xl_gen["plain"]["steps"]) == ("EulerDiscreteScheduler", 50)
+    assert xl_gen["avatar"]["steps"] == 25 and xl["generate"]["speed_avatar_over_plain"] > 0
+    assert "| SDXL train LoRA | ours |" in markdown
+    assert "| SDXL: AvatarModel defaults | dpmpp_2m_karras | 25 |" in markdown
 
     for name in PHASES:
         assert f"| {name} |" in markdown
