@@ -9,7 +9,7 @@
 #   - bitsandbytes (8-bit Adam), trimmed to the CUDA 13 kernels the device's torch loads: the full wheel
 #     carries one kernel library per CUDA release (43 MB, 129 MB unpacked), which alone would nearly fill
 #     the device's 64 MiB transfer limit;
-#   - diffusers' reference scripts examples/dreambooth/train_dreambooth{,_lora}.py at v0.40.0, when
+#   - diffusers' reference scripts examples/dreambooth/train_dreambooth{,_lora,_lora_sdxl}.py at v0.40.0, when
 #     DIFFUSERS_CHECKOUT points at a diffusers git checkout (they are never committed here).
 # What travels to the device is the working tree plus this folder; the total is printed, and the script
 # fails before anything travels if it is over the limit. If bitsandbytes is what breaks the limit it is
@@ -83,7 +83,7 @@ echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo ' + un
 
 # 4. the reference scripts
 if [ -n "${DIFFUSERS_CHECKOUT:-}" ]; then
-  for script in train_dreambooth.py train_dreambooth_lora.py; do
+  for script in train_dreambooth.py train_dreambooth_lora.py train_dreambooth_lora_sdxl.py; do
     git -C "$DIFFUSERS_CHECKOUT" show "$REFERENCE_TAG:examples/dreambooth/$script" > "$WHEELS/reference/$script"
   done
 else
