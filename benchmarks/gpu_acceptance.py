@@ -75,7 +75,7 @@ PHASES = ("wheels", "environment", "gpu tests", "inputs", "flops", "train LoRA",
 PHASE_BUDGET_S = {"environment": 10, "gpu tests": 80, "inputs": 30, "flops": 20, "train LoRA": 65,
                   "train full": 75, "generate 512 px": 40, "SDXL 1024 px": 160}
 # How the SDXL phase splits its share (fractions of what it is allowed).
-SDXL_SPLIT = {"inputs": 0.22, "flops": 0.09, "train LoRA": 0.44, "generate": 0.25}
+SDXL_SPLIT = {"inputs": 0.30, "flops": 0.08, "train LoRA": 0.40, "generate": 0.22}
 GPU_BUDGET_S, DRY_RUN_BUDGET_S = 480.0, 1800.0
 # A phase is skipped when less than this is left of the whole budget.
 PHASE_MIN_S = {"environment": 5, "gpu tests": 30, "inputs": 10, "flops": 10, "train LoRA": 40, "train full": 40,
