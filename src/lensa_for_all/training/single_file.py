@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from ..atomic import atomic_path
 from ..errors import ModelNotFoundError
+from .pipeline_folder import canonical_text_encoder_state
 
 __all__ = ["SINGLE_FILE_SUFFIX", "single_file_name", "a1111_model_hash", "original_state_dict", "unet_to_original",
            "vae_to_original", "text_encoder_to_original", "write_single_file", "is_v2_text_encoder"]
@@ -183,14 +184,9 @@ def is_v2_text_encoder(config: Mapping[str, Any]) -> bool:
     return str(config.get("hidden_act", "quick_gelu")) == "gelu"
 
 
-def _text_model_key(key: str) -> str:
-    """transformers 5 saves CLIP without the ``text_model.`` level; the original layout has it."""
-    return key if key.startswith(("text_model.", "text_projection")) else "text_model." + key
-
-
 def text_encoder_to_original(state: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
     """Text-encoder weights with their full original-layout keys (SD 1.x CLIP or SD 2.x OpenCLIP)."""
-    state = {_text_model_key(k): v for k, v in state.items()}
+    state = canonical_text_encoder_state(state)  # transformers 5 saves CLIP without the ``text_model.`` level
     if not is_v2_text_encoder(config):
         return {CLIP_PREFIX + k: v for k, v in state.items() if not k.endswith("position_ids")}
     return {OPEN_CLIP_PREFIX + k: v for k, v in _open_clip(state).items()}
