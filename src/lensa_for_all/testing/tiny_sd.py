@@ -119,6 +119,19 @@ def _as_hub_layout(folder: Path, text_encoders: tuple[tuple[str, str, str], ...]
         make_clip_tokenizer(folder / tokenizer, pad_token=pad)
 
 
+def _publish(tmp: Path, path: Path, description: dict[str, Any]) -> Path:
+    """Describe the built folder in ``lensa_testing.json``, then move it into place (replacing a stale one)."""
+    import shutil
+
+    (tmp / "lensa_testing.json").write_text(json.dumps({
+        **description, "note": "random weights from lensa_for_all.testing; images are noise-like by design",
+    }, indent=2))
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return path
+
+
 def make_tiny_sd(
     path: str | os.PathLike[str],
     size: Size = "tiny",
@@ -176,16 +189,8 @@ def make_tiny_sd(
     )
     pipe.save_pretrained(tmp, safe_serialization=True)  # type: ignore[attr-defined]
     _as_hub_layout(tmp)
-    (tmp / "lensa_testing.json").write_text(json.dumps({
-        "size": size, "resolution": resolution, "prediction_type": prediction_type, "seed": seed,
-        "note": "random weights from lensa_for_all.testing; images are noise-like by design",
-    }, indent=2))
-    if path.exists():
-        import shutil
-
-        shutil.rmtree(path)
-    os.replace(tmp, path)
-    return path
+    return _publish(tmp, path, {"size": size, "resolution": resolution, "prediction_type": prediction_type,
+                                "seed": seed})
 
 
 # SDXL 1.0 base's shapes (stabilityai/stable-diffusion-xl-base-1.0: unet/, vae/, text_encoder{,_2}/ configs).
@@ -299,12 +304,6 @@ def _make_tiny_sdxl(path: Path, *, size: str, prediction_type: str, seed: int) -
     del pipe, unet, vae, te1, te2
     _as_hub_layout(tmp, (("text_encoder", "tokenizer", "<|endoftext|>"), ("text_encoder_2", "tokenizer_2", "!")))
     resolution = SDXL_FULL_RESOLUTION if full else 64
-    (tmp / "lensa_testing.json").write_text(json.dumps({
-        "family": "sdxl", "size": size, "resolution": resolution, "prediction_type": prediction_type, "seed": seed,
-        **({"dtype": "float16", "built_on": device.type} if full else {}),
-        "note": "random weights from lensa_for_all.testing; images are noise-like by design",
-    }, indent=2))
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
-    return path
+    return _publish(tmp, path, {"family": "sdxl", "size": size, "resolution": resolution,
+                                "prediction_type": prediction_type, "seed": seed,
+                                **({"dtype": "float16", "built_on": device.type} if full else {})})

@@ -57,10 +57,10 @@ def _save_safetensors(state: Mapping[str, Any], dest: Path) -> None:
 
 
 def _copy(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    shutil.copyfile(src, tmp)
-    tmp.replace(dest)
+    from ..atomic import atomic_path
+
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def _write_text_encoder(dest: Path, base: Path, text_encoder: Any | None) -> None:
