@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import *  # noqa: F403  (the errors are light and part of the public API)
 from .errors import __all__ as _error_names
 
-__version__ = "0.1.0"
+from .version import __version__
 
 # public name -> module that defines it. A name is listed only once its class exists.
 _LAZY: dict[str, str] = {

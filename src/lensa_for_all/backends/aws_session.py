@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
+from ..version import __version__
 from ..errors import AWSConfigurationError
 
 if TYPE_CHECKING:  # pragma: no cover

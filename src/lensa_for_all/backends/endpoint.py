@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .. import __version__
+from ..version import __version__
 from ..errors import EndpointError, LensaError
 from .aws_session import AWSSession, botocore_debug_muted, error_code
 from .images import inference_image_uri

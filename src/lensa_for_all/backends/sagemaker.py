@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
+from ..version import __version__
 from ..archives import DEFAULT_MAX_BYTES, safe_extract
 from ..errors import ConfigError, CostLimitExceeded, LensaError, TrainingError, TrainingJobFailed
 from .aws_session import AWSSession, botocore_debug_muted

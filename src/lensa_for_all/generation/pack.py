@@ -138,7 +138,7 @@ def format_parameters(p: Mapping[str, Any]) -> str:
         pairs.append(("Lora hashes", format_lora_hashes({p["lora_name"]: p["lora_hash"]})))
     if p.get("rng"):
         pairs.append(("RNG", p["rng"]))
-    from .. import __version__
+    from ..version import __version__
 
     # A1111 reads ``Version`` as its own release (v1.x.y) and changes behaviour for old ones: ours goes elsewhere.
     pairs.append(("Generator", f"lensa-for-all {__version__}"))

@@ -24,7 +24,7 @@ FORMAT_VERSION = 1
 
 
 def _library_version() -> str:
-    from .. import __version__
+    from ..version import __version__
 
     return __version__
 
