@@ -21,7 +21,7 @@ from PIL import Image
 
 from lensa_for_all import SageMakerBackend
 from lensa_for_all.backends.endpoint import list_endpoints
-from lensa_for_all.backends.job_player import local_aws
+from lensa_for_all.testing.sagemaker import local_aws
 
 
 def _queue_answer(moto_url: str, n: int) -> None:

@@ -1,7 +1,7 @@
 """Test helpers for the SageMaker backend: a fast stand-in source dir, and playing the container on moto.
 
 moto records a training job and reports ``Completed`` at once but runs nothing, so :func:`play_on_start`
-makes ``backend.start`` also run the job with ``lensa_for_all.backends.job_player.play_training_job``.
+makes ``backend.start`` also run the job with ``lensa_for_all.testing.sagemaker.play_training_job``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from lensa_for_all.backends.base import parse_progress_line
-from lensa_for_all.backends.job_player import play_training_job
+from lensa_for_all.training.progress import parse_progress_line
+from lensa_for_all.testing.sagemaker import play_training_job
 
 # A stand-in for DreamBoothTrainer's lensa_train.py, stdlib + numpy + safetensors only (fast): "trains"
 # a vector from the photos' bytes for max_train_steps steps, checkpoints every step, resumes from the

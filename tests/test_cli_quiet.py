@@ -35,7 +35,7 @@ def test_library_noise_goes_to_the_log_file_and_our_lines_stay(console: object, 
         logging.getLogger("diffusers.loaders.lora_base").warning(
             "No LoRA keys associated to CLIPTextModel found with the prefix='text_encoder'. This is safe to ignore")
         logging.getLogger("transformers.utils.import_utils").warning("`CLIPImageProcessor` requires torchvision")
-        logging.getLogger("lensa_for_all.backends.local").info("started the training process")
+        logging.getLogger("lensa_for_all.training.local").info("started the training process")
         logging.getLogger("lensa_for_all.pipeline").warning("the photos changed")
         with warnings.catch_warnings():
             warnings.simplefilter("always")
@@ -58,7 +58,7 @@ def test_verbose_shows_everything(console: object, capsys: pytest.CaptureFixture
     configure_console(verbose=True)
     with library_output_to_file(None, verbose=True):
         logging.getLogger("transformers.utils.import_utils").warning("requires torchvision")
-        logging.getLogger("lensa_for_all.backends.local").debug("argv")
+        logging.getLogger("lensa_for_all.training.local").debug("argv")
     err = capsys.readouterr().err
     assert "WARNING transformers.utils.import_utils: requires torchvision" in err
-    assert "DEBUG lensa_for_all.backends.local: argv" in err
+    assert "DEBUG lensa_for_all.training.local: argv" in err

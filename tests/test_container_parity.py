@@ -53,7 +53,7 @@ def _config(tiny_sd: Path, job: str) -> Any:
 
 
 def _source_dir(tiny_sd: Path, job: str, dest: Path) -> Path:
-    from lensa_for_all.trainer import DreamBoothTrainer
+    from lensa_for_all.training.trainer import DreamBoothTrainer
 
     return DreamBoothTrainer(_config(tiny_sd, job)).package_source_dir(dest)
 

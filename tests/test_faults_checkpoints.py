@@ -191,7 +191,7 @@ def test_a_checkpoint_damaged_in_s3_after_a_spot_kill_is_skipped_on_resume(aws_e
     from lensa_for_all.backends.sagemaker import SageMakerBackend
     from lensa_for_all.config import TrainingConfig
     from lensa_for_all.errors import TrainingJobFailed
-    from lensa_for_all.trainer import DreamBoothTrainer
+    from lensa_for_all.training.trainer import DreamBoothTrainer
     from sagemaker_helpers import make_png_folder, play_on_start
 
     def backend() -> SageMakerBackend:

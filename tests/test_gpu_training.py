@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from gpu_helpers import FUSED_SDPA, unet_attention_ops
-from lensa_for_all.backends.base import TrainingProgress
+from lensa_for_all.training.progress import TrainingProgress
 from training_helpers import make_subject_photos, tiny_config
 
 pytestmark = pytest.mark.gpu
@@ -202,8 +202,8 @@ def test_two_gpus_train_through_accelerate_launch(tiny_sd: Path, photos: Path, t
     """LocalBackend on a 2-GPU machine: ``accelerate launch --multi_gpu``, two NCCL ranks, one set of artifacts."""
     import torch
 
-    from lensa_for_all.backends.local import LocalBackend
-    from lensa_for_all.trainer import DreamBoothTrainer
+    from lensa_for_all.training.local import LocalBackend
+    from lensa_for_all.training.trainer import DreamBoothTrainer
 
     if torch.cuda.device_count() < 2:
         pytest.skip(f"needs 2 GPUs; this machine has {torch.cuda.device_count()}")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from lensa_for_all.backends.base import TrainingProgress
-from lensa_for_all.backends.local import LocalBackend, read_failure, run_entry_point
+from lensa_for_all.training.progress import TrainingProgress
+from lensa_for_all.training.local import LocalBackend, read_failure, run_entry_point
 from lensa_for_all.errors import ConfigError, PhotoSetError
-from lensa_for_all.trainer import DreamBoothTrainer
+from lensa_for_all.training.trainer import DreamBoothTrainer
 from lensa_for_all.training.entry import ContainerPaths, read_hyperparameters
 from training_helpers import make_subject_photos, tiny_config
 
@@ -203,7 +203,7 @@ def test_progress_bar_shows_stage_step_and_loss() -> None:
 
     from rich.console import Console
 
-    from lensa_for_all.backends.local import progress_bar
+    from lensa_for_all.training.progress import progress_bar
 
     out = io.StringIO()
     with progress_bar(console=Console(file=out, force_terminal=False, width=120)) as update:

@@ -160,7 +160,7 @@ def test_fp16_without_a_gpu_is_refused_before_training(tiny_sd: Path, tmp_path: 
 def test_a_finished_training_is_not_checked_again(tiny_sd: Path, tmp_path: Path, no_aws: None) -> None:
     """Rendering again after a SageMaker training must not need AWS: the model is already in the run folder."""
     from lensa_for_all.errors import AWSConfigurationError
-    from lensa_for_all.trainer import DreamBoothTrainer
+    from lensa_for_all.training.trainer import DreamBoothTrainer
     from pipeline_helpers import CopyTrainer, fast_config
 
     photos = copy_sample_photos(tmp_path / "me", n=4)

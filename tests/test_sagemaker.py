@@ -1,6 +1,6 @@
 """SageMakerBackend against a real moto server (and botocore's Stubber where a status sequence is scripted).
 
-The training container is "played" by backends/job_player.play_training_job with a fast stand-in
+The training container is "played" by lensa_for_all.testing.sagemaker.play_training_job with a fast stand-in
 entry script; tests/test_sagemaker_container.py plays it with the real packaged training loop.
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from archive_helpers import HOSTILE_KINDS, hostile_member, tar_bytes
-from lensa_for_all.backends.base import TrainingProgress
-from lensa_for_all.backends.job_player import write_job_log
+from lensa_for_all.training.progress import TrainingProgress
+from lensa_for_all.testing.sagemaker import write_job_log
 from lensa_for_all.backends.pricing import INSTANCE_TYPES, actual_cost, estimate_cost
 from lensa_for_all.backends.s3 import S3Store, S3Uri, deterministic_tarball
 from lensa_for_all.backends.sagemaker import SageMakerBackend

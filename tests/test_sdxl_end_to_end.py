@@ -70,7 +70,7 @@ def test_sdxl_on_sagemaker_resumes_after_a_spot_kill_and_serves(aws_env: str, ti
     from safetensors.torch import load_file
 
     from lensa_for_all.config import TrainingConfig
-    from lensa_for_all.trainer import DreamBoothTrainer
+    from lensa_for_all.training.trainer import DreamBoothTrainer
 
     config = TrainingConfig.for_subject("dog", base_model=str(tiny_sdxl), resolution=64, max_train_steps=4,
                                         checkpointing_steps=2, lora_rank=4, mixed_precision="no", seed=3)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lensa_for_all.backends.base import TrainingProgress
+from lensa_for_all.training.progress import TrainingProgress
 from lensa_for_all.errors import ModelNotFoundError, PhotoSetError
 from training_helpers import make_subject_photos, tiny_config
 

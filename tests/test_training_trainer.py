@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from lensa_for_all.backends.base import Backend, ProgressCallback, TrainingResult
+from lensa_for_all.training.backend import Backend, TrainingResult
+from lensa_for_all.training.progress import ProgressCallback
 from lensa_for_all.config import TrainingConfig
 from lensa_for_all.errors import PhotoSetError
-from lensa_for_all.trainer import DreamBoothTrainer
+from lensa_for_all.training.trainer import DreamBoothTrainer
 
 
 class RecordingBackend(Backend):

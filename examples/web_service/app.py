@@ -39,8 +39,8 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from lensa_for_all import LensaError, Pipeline, TooFewPhotosError
 from lensa_for_all.atomic import write_json_atomic
-from lensa_for_all.backends.base import Backend
-from lensa_for_all.run_progress import RunProgress
+from lensa_for_all.pipeline.progress import RunProgress
+from lensa_for_all.training.backend import Backend
 
 if TYPE_CHECKING:
     from lensa_for_all.backends.sagemaker import SageMakerBackend

@@ -32,7 +32,7 @@ def played_backends(settings: app.Settings, containers: Path) -> Callable[[str],
     Like SageMaker, a job whose container exits with an error is then reported ``Failed``, with the
     container's failure file as the ``FailureReason``.
     """
-    from lensa_for_all.backends.job_player import play_training_job
+    from lensa_for_all.testing.sagemaker import play_training_job
 
     def make_backend(job_id: str) -> Any:
         backend = settings.sagemaker_backend(job_id)
@@ -79,7 +79,7 @@ def tiny_settings(work_dir: Path, tiny_model: Path, **overrides: Any) -> app.Set
 def main() -> None:
     from fastapi.testclient import TestClient
 
-    from lensa_for_all.backends.job_player import local_aws
+    from lensa_for_all.testing.sagemaker import local_aws
     from lensa_for_all.testing import make_photos, make_tiny_sd
 
     with tempfile.TemporaryDirectory() as tmp, local_aws():

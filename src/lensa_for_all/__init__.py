@@ -17,9 +17,9 @@ from .version import __version__
 # public name -> module that defines it. A name is listed only once its class exists.
 _LAZY: dict[str, str] = {
     "TrainingConfig": "lensa_for_all.config",
-    "DreamBoothTrainer": "lensa_for_all.trainer",
-    "LocalBackend": "lensa_for_all.backends.local",
-    "TrainingResult": "lensa_for_all.backends.base",
+    "DreamBoothTrainer": "lensa_for_all.training.trainer",
+    "LocalBackend": "lensa_for_all.training.local",
+    "TrainingResult": "lensa_for_all.training.backend",
     "AvatarModel": "lensa_for_all.generation.model",
     "AvatarPack": "lensa_for_all.generation.pack",
     "Avatar": "lensa_for_all.generation.pack",

@@ -36,16 +36,19 @@ SPLIT: dict[str, tuple[str, ...]] = {
 
 
 def _caller_stacklevel() -> int:
-    """The stack level of the first frame outside the import machinery, this module and the old module."""
+    """The stack level of the first frame outside the import machinery, this module and the old module.
+
+    ``warnings`` itself does not count the import machinery's frames, so neither does this.
+    """
     frame = sys._getframe(1)
     level = 1
     while frame is not None:
-        name = frame.f_code.co_filename
+        internal = "importlib" in frame.f_code.co_filename and "_bootstrap" in frame.f_code.co_filename
         module = frame.f_globals.get("__name__", "")
-        if not (name.startswith("<frozen importlib") or module == __name__ or module in MOVED or module in SPLIT):
+        if not (internal or module == __name__ or module in MOVED or module in SPLIT):
             return level
         frame = frame.f_back  # type: ignore[assignment]
-        level += 1
+        level += 0 if internal else 1
     return 2
 
 

@@ -24,7 +24,8 @@ from ..version import __version__
 from ..archives import DEFAULT_MAX_BYTES, safe_extract
 from ..errors import ConfigError, CostLimitExceeded, LensaError, TrainingError, TrainingJobFailed
 from .aws_session import AWSSession, botocore_debug_muted
-from .base import Backend, ProgressCallback, TrainingResult, parse_progress_line
+from ..training.backend import Backend, JobStartedCallback, TrainingResult
+from ..training.progress import ProgressCallback, parse_progress_line
 from .endpoint_secrets import stash_hf_token
 from .images import check_image_uri, training_image_uri
 from .logs import LogTail
@@ -192,13 +193,20 @@ class SageMakerBackend(Backend):
         *,
         hyperparameters: Mapping[str, Any] | None = None,
         progress: ProgressCallback | None = None,
+        on_job_started: JobStartedCallback | None = None,
     ) -> TrainingResult:
-        """Upload inputs and source, run the training job, follow it, and fetch the artifacts."""
+        """Upload inputs and source, run the training job, follow it, and fetch the artifacts.
+
+        ``on_job_started(job_name)`` runs right after the job is created, before the wait, so a caller can
+        record the name and :meth:`attach` to the job if this process is interrupted.
+        """
         with botocore_debug_muted():
-            return self._run(source_dir, channels, output_dir, hyperparameters=hyperparameters, progress=progress)
+            return self._run(source_dir, channels, output_dir, hyperparameters=hyperparameters, progress=progress,
+                             on_job_started=on_job_started)
 
     def _run(self, source_dir: Path, channels: Mapping[str, Path], output_dir: Path, *,
-             hyperparameters: Mapping[str, Any] | None, progress: ProgressCallback | None) -> TrainingResult:
+             hyperparameters: Mapping[str, Any] | None, progress: ProgressCallback | None,
+             on_job_started: JobStartedCallback | None = None) -> TrainingResult:
         source_dir, output_dir = Path(source_dir), Path(output_dir)
         if not (source_dir / "lensa_train.py").is_file():
             raise ConfigError(f"{source_dir} is not a packaged source dir (no lensa_train.py); "
@@ -253,8 +261,10 @@ class SageMakerBackend(Backend):
             subnets=self.subnets,
             security_group_ids=self.security_group_ids,
         )
-        self.start(spec)
-        return self._follow(spec.job_name, output_dir, progress=progress, estimate=estimate)
+        job_name = self.start(spec)
+        if on_job_started is not None:
+            on_job_started(job_name)
+        return self._follow(job_name, output_dir, progress=progress, estimate=estimate)
 
     def start(self, spec: TrainingJobSpec) -> str:
         """Create the training job described by ``spec``; return its name. Does not wait."""

@@ -57,7 +57,7 @@ def build_settings(args: argparse.Namespace) -> tuple[Any, Any]:
     """The TrainingConfig and the merged run settings (backend, ``[sagemaker]``) from file, env and flags."""
     from ..config import TrainingConfig
     from ..errors import UsageError
-    from ..settings import load_settings
+    from ..pipeline.settings import load_settings
     from ..subjects import resolve_subject
 
     json_config = args.config is not None and _is_json(args.config)
@@ -110,11 +110,11 @@ def _prepared(folder: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..backends.local import progress_bar
+    from ..training.progress import progress_bar
     from ..cpu_threads import cpu_threads_for
-    from ..plan import CLI_NAMES, check_training
+    from ..pipeline.plan import CLI_NAMES, check_training
     from ..quiet import LOG_FILE, library_output_to_file, route_library_output
-    from ..trainer import DreamBoothTrainer
+    from ..training.trainer import DreamBoothTrainer
 
     route_library_output(verbose=args.verbose)
     config, settings = build_settings(args)

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..backends.base import ProgressCallback, TrainingProgress
+from .progress import ProgressCallback, TrainingProgress
 from ..config import TrainingConfig
 
 __all__ = ["class_image_cache_key", "default_cache_root", "ensure_class_images", "CACHE_ENV"]

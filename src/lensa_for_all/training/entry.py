@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..backends.base import TrainingProgress, format_progress_line
+from .progress import TrainingProgress, format_progress_line
 
 __all__ = ["main", "read_hyperparameters", "ContainerPaths", "FAILURE_EXIT_CODE", "DEFAULT_HP_PATH"]
 

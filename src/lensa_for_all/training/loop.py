@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..backends.base import ProgressCallback, TrainingProgress
+from .progress import ProgressCallback, TrainingProgress
 from ..config import TrainingConfig
 from ..errors import ConfigError, DiskFullError, OutOfMemoryError, PhotoSetError, TrainingError
 from ..families import SD1, ModelFamily, PromptEmbeddings

@@ -22,8 +22,9 @@ ENTRY_SCRIPT = "lensa_train.py"
 # What of lensa_for_all the source dir carries (relative to the package root): every top-level module (the
 # small shared ones: errors, atomic, config, ...; listing them by hand broke each time one was added), and the
 # sub-packages the entry point and the endpoint handler import. The launcher copies the same package into the
-# model's code/ for the endpoint. The CLI, the backends but base, the demo photos and the test kit stay out.
-PACKAGED_MODULES = ("*.py", "py.typed", "backends/__init__.py", "backends/base.py", "backends/endpoint_secrets.py",
+# model's code/ for the endpoint. The CLI, the pipeline, the backends but the endpoint secrets (which the launcher
+# and the handler read), the test kit and the deprecated old module paths (lensa_for_all.moved) stay out.
+PACKAGED_MODULES = ("*.py", "py.typed", "backends/__init__.py", "backends/endpoint_secrets.py",
                     "training", "generation", "prompts")
 
 
@@ -55,6 +56,15 @@ def requirements_for(config: TrainingConfig) -> list[str]:
     return requirements(optional)
 
 
+def _is_old_path(path: Path, package_root: Path) -> bool:
+    from ..moved import MOVED, SPLIT
+
+    if path.suffix != ".py":
+        return False
+    module = ".".join(("lensa_for_all", *path.relative_to(package_root).with_suffix("").parts))
+    return module in MOVED or module in SPLIT
+
+
 def package_source_dir(config: TrainingConfig, dest: str | os.PathLike[str]) -> Path:
     """Write the source dir into ``dest`` (replacing an earlier one) and return ``dest``."""
     from ..atomic import write_text_atomic
@@ -67,6 +77,8 @@ def package_source_dir(config: TrainingConfig, dest: str | os.PathLike[str]) -> 
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for pattern in PACKAGED_MODULES:
         for src in sorted(package_root.glob(pattern)):
+            if _is_old_path(src, package_root):
+                continue
             out = target / src.relative_to(package_root)
             out.parent.mkdir(parents=True, exist_ok=True)
             if src.is_dir():
