@@ -6,10 +6,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from lensa_for_all.backends.base import Backend, TrainingProgress, TrainingResult
+from lensa_for_all.training.backend import Backend, TrainingResult
+from lensa_for_all.training.progress import TrainingProgress
 from lensa_for_all.config import TrainingConfig
-from lensa_for_all.run_progress import RunProgress
-from lensa_for_all.trainer import DreamBoothTrainer
+from lensa_for_all.pipeline.progress import RunProgress
+from lensa_for_all.training.trainer import DreamBoothTrainer
 
 
 def copy_sample_photos(dest: Path, n: int = 5) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lensa_for_all.errors import ConfigError
-from lensa_for_all.settings import find_config_file, load_settings, user_config_file
+from lensa_for_all.pipeline.settings import find_config_file, load_settings, user_config_file
 
 CONFIG = """
 backend = "sagemaker"

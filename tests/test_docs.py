@@ -264,7 +264,7 @@ def test_sphinx_roles_become_optional_links() -> None:
     assert ":class:" not in text
     assert '<autoref identifier="lensa_for_all.photos.PhotoSet" optional><code>PhotoSet</code></autoref>' in text
     # ``~a.b.C`` shows only ``C``; a dotted target keeps its path as the identifier
-    assert ('<autoref identifier="lensa_for_all.backends.base.Backend" optional><code>Backend</code></autoref>'
+    assert ('<autoref identifier="lensa_for_all.training.backend.Backend" optional><code>Backend</code></autoref>'
             in text)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lensa_for_all.run_state import RunState
+from lensa_for_all.pipeline.state import RunState
 from pipeline_helpers import copy_sample_photos
 
 FAST_TOML = """

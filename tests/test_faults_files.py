@@ -17,8 +17,8 @@ from archive_helpers import tar_bytes
 from lensa_for_all.archives import safe_extract
 from lensa_for_all.atomic import write_json_atomic, write_text_atomic
 from lensa_for_all.errors import RunStateError, UnsafeArchiveError
+from lensa_for_all.pipeline.state import RunState
 from lensa_for_all.redaction import is_secret_name, mask_secrets, options_for_state, options_from_state
-from lensa_for_all.run_state import RunState
 
 # -- atomic writes respect the umask -------------------------------------------------------------------
 
@@ -211,7 +211,7 @@ def test_run_state_options_keep_no_secret_value_but_record_that_one_was_given() 
 def test_an_hf_token_given_to_the_pipeline_never_reaches_the_run_state(tmp_path: Path, tiny_sd: Path) -> None:
     from lensa_for_all import Pipeline
     from lensa_for_all.errors import TooFewPhotosError
-    from lensa_for_all.run_progress import RunProgress
+    from lensa_for_all.pipeline.progress import RunProgress
     from lensa_for_all.testing.photos import make_photos
 
     photos = make_photos(tmp_path / "p", 2)  # too few: the run stops after writing its state

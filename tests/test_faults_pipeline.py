@@ -10,7 +10,7 @@ import pytest
 
 from lensa_for_all import Pipeline
 from lensa_for_all.generation.pack import PackWriter
-from lensa_for_all.run_state import RunState
+from lensa_for_all.pipeline.state import RunState
 from pipeline_helpers import CopyTrainer, RecordingProgress, copy_sample_photos, fast_config
 
 GEN = {"num_inference_steps": 2}

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from lensa_for_all.errors import RunInUseError, TooFewPhotosError
+from lensa_for_all.pipeline.progress import RunProgress
 from lensa_for_all.run_lock import LOCK_FILE, RunLock, lock_folders
-from lensa_for_all.run_progress import RunProgress
 
 
 class Recorder(RunProgress):

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from lensa_for_all import Pipeline, PipelineResult
-from lensa_for_all.backends.local import LocalBackend
 from lensa_for_all.errors import ConfigError, RunStateError
+from lensa_for_all.pipeline.state import STATE_FILE, RunState
 from lensa_for_all.run_lock import LOCK_FILE
-from lensa_for_all.run_state import STATE_FILE, RunState
+from lensa_for_all.training.local import LocalBackend
 from pipeline_helpers import (
     CopyTrainer,
     CountingTrainer,
@@ -270,7 +270,7 @@ def test_sagemaker_backend_is_built_from_settings_with_a_run_name_per_training_s
 
 def test_crash_during_a_remote_job_reattaches_to_it_instead_of_launching_another(
         tiny_sd: Path, photos: Path, tmp_path: Path) -> None:
-    from lensa_for_all.trainer import DreamBoothTrainer
+    from lensa_for_all.training.trainer import DreamBoothTrainer
 
     backend = FakeRemoteBackend(tiny_sd)
     run_dir = tmp_path / "run"
@@ -298,7 +298,7 @@ def test_sagemaker_job_is_reattached_from_the_state_on_moto(aws_env: str, tiny_s
 
     from lensa_for_all.backends.s3 import deterministic_tarball
     from lensa_for_all.backends.sagemaker import SageMakerBackend
-    from lensa_for_all.trainer import DreamBoothTrainer
+    from lensa_for_all.training.trainer import DreamBoothTrainer
 
     backend = SageMakerBackend(role="arn:aws:iam::123456789012:role/LensaForAllSageMakerRole", region="us-east-1",
                                show_progress=False, poll_interval_s=0, stop_on_interrupt=False)

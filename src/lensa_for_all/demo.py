@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .pipeline import PipelineResult
-    from .run_progress import RunProgress
+    from .pipeline.progress import RunProgress
 
 __all__ = ["run_demo", "sample_photos", "DEMO_MODEL_SIZE", "DEMO_STEPS", "DEMO_IMAGES", "NEXT_COMMAND",
            "RANDOM_WEIGHTS_NOTICE"]

@@ -111,11 +111,11 @@ def _pipeline_and_arguments(args: argparse.Namespace) -> tuple[Any, dict[str, An
     if args.resume:
         if args.photos:
             raise UsageError("Pass either PHOTOS or --resume RUN_DIR, not both.")
-        from ..run_state import RunState
+        from ..pipeline.state import RunState
 
         pipeline = Pipeline.load(args.resume, progress=not args.quiet)
         return pipeline, dict(RunState.load(args.resume).run.get("args", {}))
-    from ..settings import load_settings
+    from ..pipeline.settings import load_settings
     from ..subjects import resolve_subject
 
     settings = load_settings(args.config, flags=_flags(args))
@@ -136,7 +136,7 @@ def _pipeline_and_arguments(args: argparse.Namespace) -> tuple[Any, dict[str, An
 
 def run_run(args: argparse.Namespace) -> int:
     from ..cpu_threads import cpu_threads_for
-    from ..plan import CLI_NAMES
+    from ..pipeline.plan import CLI_NAMES
     from ..quiet import LOG_FILE, library_output_to_file, route_library_output
 
     route_library_output(verbose=args.verbose)

@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from .errors import ConfigError, UsageError
+from ..errors import ConfigError, UsageError
 
 __all__ = ["Settings", "load_settings", "find_config_file", "user_config_file", "ENV_VARS", "GENERATION_KEYS",
            "SAGEMAKER_KEYS"]
@@ -122,7 +122,7 @@ class Settings:
         _check_keys("sagemaker", self.sagemaker, SAGEMAKER_KEYS)
         _check_keys("generation", self.generation, GENERATION_KEYS)
         if self.training:
-            from .config import TrainingConfig
+            from ..config import TrainingConfig
 
             _check_keys("training", self.training, frozenset(TrainingConfig.field_names()))
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .errors import (
+from ..errors import (
     AWSConfigurationError,
     ConfigError,
     CostLimitExceeded,
@@ -30,9 +30,9 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .backends.pricing import CostEstimate
-    from .pipeline import Pipeline
-    from .subjects import Subject
+    from ..backends.pricing import CostEstimate
+    from ..subjects import Subject
+    from .run import Pipeline
 
 __all__ = ["RunPlan", "SettingNames", "PYTHON_NAMES", "CLI_NAMES", "make_plan", "check_training"]
 
@@ -140,8 +140,8 @@ class RunPlan:
 def make_plan(pipeline: Pipeline, *, num_images: int, styles: Sequence[str] | None, run_dir: Path, out_dir: Path,
               names: SettingNames = PYTHON_NAMES) -> RunPlan:
     """Check everything ``pipeline.run`` will need (see the module docstring); raise the first problem."""
-    from .config import TrainingConfig
-    from .subjects import resolve_subject
+    from ..config import TrainingConfig
+    from ..subjects import resolve_subject
 
     notes: list[str] = []
     reused, recorded = _check_run_folder(run_dir, names)
@@ -202,8 +202,8 @@ def check_training(config: Any, photos: str | os.PathLike[str], *, backend: str 
 
 def _check_run_folder(run_dir: Path, names: SettingNames) -> tuple[tuple[str, ...], dict[str, Any]]:
     """Read the run folder's state (never write it): the stages an earlier run finished, and its settings."""
-    from .errors import RunStateError
-    from .run_state import RunState
+    from ..errors import RunStateError
+    from .state import RunState
 
     if RunState.exists(run_dir):
         state = RunState.load(run_dir)
@@ -245,7 +245,7 @@ def _check_photos(photos: Any) -> tuple[str, int]:
 
 def _check_styles(pipeline: Pipeline, styles: Sequence[str] | None, subject: Subject,
                   names: SettingNames) -> tuple[str, ...]:
-    from .prompts import StyleCatalogue
+    from ..prompts import StyleCatalogue
 
     prompts: Any = pipeline.prompts
     if prompts is not None and not hasattr(prompts, "generate"):
@@ -268,7 +268,7 @@ def _backend_kind(pipeline: Pipeline) -> str | None:
     spec: Any = pipeline._backend_spec
     if isinstance(spec, str):
         return spec
-    from .backends.local import LocalBackend
+    from ..training.local import LocalBackend
 
     if isinstance(spec, LocalBackend):
         return "local"
@@ -285,7 +285,7 @@ def _hub_id_shape(base_model: str) -> bool:
 def _check_base_model(base_model: str, revision: str | None, *, remote: bool, names: SettingNames,
                       notes: list[str]) -> str:
     """Where the base model comes from (``local folder``, ``cached``, ``on the Hub``); an error if nowhere."""
-    from .training.models import check_base_model, check_model_index
+    from ..training.models import check_base_model, check_model_index
 
     path = Path(base_model).expanduser()
     if path.exists():
@@ -304,7 +304,7 @@ def _check_base_model(base_model: str, revision: str | None, *, remote: bool, na
     if isinstance(cached, str):
         check_model_index(base_model, json.loads(Path(cached).read_text(encoding="utf-8")))
         return "cached"
-    from .prompts.magic import hub_unreachable
+    from ..prompts.magic import hub_unreachable
 
     if hub_unreachable():
         if remote:
@@ -350,12 +350,12 @@ def _check_device(config: Any, names: SettingNames, notes: list[str]) -> str:
 def _local_minutes(config: Any, num_photos: int, device: str) -> float | None:
     """Training minutes: measured CPU seconds per step by model size on CPU, an A10G's speed on a GPU."""
     if device == "cpu":
-        from .cpu_threads import TRAIN_STEP_S, model_size
+        from ..cpu_threads import TRAIN_STEP_S, model_size
 
         per_step = TRAIN_STEP_S[model_size(config.base_model)] * (2 if config.with_prior_preservation else 1)
         return config.resolve_max_train_steps(max(num_photos, 1)) * per_step / 60
     if device.startswith("cuda"):
-        from .backends.pricing import FIXED_OVERHEAD_S, estimate_cost
+        from ..backends.pricing import FIXED_OVERHEAD_S, estimate_cost
 
         return max(1.0, (estimate_cost(config, max(num_photos, 1)).seconds - FIXED_OVERHEAD_S) / 60)
     return None
@@ -389,8 +389,8 @@ def _sagemaker_options(pipeline: Pipeline) -> dict[str, Any]:
 def _check_aws(options: Mapping[str, Any], config: Any, num_photos: int, names: SettingNames,
                notes: list[str]) -> CostEstimate:
     """Region, cost, credentials, role, bucket and quota, in that order; the cost estimate."""
-    from .backends.aws_session import AWSSession, botocore_debug_muted
-    from .backends.pricing import estimate_cost, instance_spec
+    from ..backends.aws_session import AWSSession, botocore_debug_muted
+    from ..backends.pricing import estimate_cost, instance_spec
 
     instance_type = str(options.get("instance_type") or "ml.g5.2xlarge")
     spot = bool(options.get("spot", True))
@@ -450,7 +450,7 @@ def _check_aws(options: Mapping[str, Any], config: Any, num_photos: int, names: 
 def _check_bucket(aws: Any, bucket: str | None, account: str, names: SettingNames, notes: list[str]) -> None:
     from botocore.exceptions import ClientError
 
-    from .backends.aws_session import error_code
+    from ..backends.aws_session import error_code
 
     name = bucket or aws.default_bucket_name()
     try:

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_json_atomic
-from .errors import RunStateError
+from ..atomic import write_json_atomic
+from ..errors import RunStateError
 
 __all__ = ["RunState", "STATE_FILE", "fingerprint", "files_fingerprint", "file_check", "folder_checks",
            "damaged_files"]

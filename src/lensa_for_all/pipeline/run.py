@@ -3,7 +3,7 @@
 The pipeline owns no step's logic: it composes :class:`~lensa_for_all.PhotoSet`,
 :class:`~lensa_for_all.DreamBoothTrainer` (on a backend), :class:`~lensa_for_all.AvatarModel` and
 :class:`~lensa_for_all.PromptGenerator`, and keeps the run folder and its state file
-(:mod:`lensa_for_all.run_state`) so that running again continues after the last finished stage.
+(:mod:`lensa_for_all.pipeline.state`) so that running again continues after the last finished stage.
 
 Run folder layout::
 
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .errors import (
+from ..errors import (
     ConfigError,
     CostLimitExceeded,
     LensaError,
@@ -36,18 +36,19 @@ from .errors import (
     TrainingError,
     TrainingJobFailed,
 )
-from .redaction import options_for_state, options_from_state
-from .run_lock import lock_folders
-from .run_progress import RichRunProgress, RunProgress, SilentProgress
-from .run_state import RunState, damaged_files, file_check, files_fingerprint, fingerprint, folder_checks
+from ..redaction import options_for_state, options_from_state
+from ..run_lock import lock_folders
+from .progress import RichRunProgress, RunProgress, SilentProgress
+from .state import RunState, damaged_files, file_check, files_fingerprint, fingerprint, folder_checks
 
 if TYPE_CHECKING:
-    from .backends.base import Backend, TrainingProgress, TrainingResult
-    from .config import TrainingConfig
-    from .photos import PhotoSet
+    from ..config import TrainingConfig
+    from ..photos import PhotoSet
+    from ..prompts import Prompt, PromptGenerator
+    from ..training.backend import Backend, TrainingResult
+    from ..training.progress import TrainingProgress
+    from ..training.trainer import DreamBoothTrainer
     from .plan import RunPlan, SettingNames
-    from .prompts import Prompt, PromptGenerator
-    from .trainer import DreamBoothTrainer
 
 __all__ = ["Pipeline", "PipelineResult", "STAGES"]
 
@@ -100,7 +101,7 @@ class PipelineResult:
 
     def summary(self) -> str:
         """A few lines for people: where everything is, how long it took, what it cost."""
-        from .run_progress import STAGE_LABELS, _duration
+        from .progress import STAGE_LABELS, _duration
 
         sheet = f" (contact sheet: {self.contact_sheet})" if self.contact_sheet else ""
         lines = [f"Avatars: {len(self.avatars)} in {self.out_dir}{sheet}",
@@ -122,9 +123,9 @@ class Pipeline:
 
     Every component can be passed in already configured: ``photos`` (a :class:`PhotoSet`, a folder or a
     list of files), ``trainer`` (a :class:`DreamBoothTrainer` and its :class:`TrainingConfig`), ``backend``
-    (a :class:`~lensa_for_all.backends.base.Backend`, ``"local"`` or ``"sagemaker"``) and ``prompts`` (a
+    (a :class:`~lensa_for_all.training.backend.Backend`, ``"local"`` or ``"sagemaker"``) and ``prompts`` (a
     :class:`PromptGenerator` or a list of prompts). ``progress`` is ``True`` (rich, on stderr), ``False``
-    or a :class:`~lensa_for_all.run_progress.RunProgress`.
+    or a :class:`~lensa_for_all.pipeline.progress.RunProgress`.
     """
 
     def __init__(
@@ -141,11 +142,11 @@ class Pipeline:
         sagemaker: Mapping[str, Any] | None = None,
         progress: bool | RunProgress = True,
     ) -> None:
-        from .trainer import DreamBoothTrainer
+        from ..training.trainer import DreamBoothTrainer
 
         self.photos = photos
         if trainer is None:
-            from .config import TrainingConfig
+            from ..config import TrainingConfig
 
             cls_name = subject_class or getattr(photos, "subject_class", None) or "person"
             trainer = DreamBoothTrainer(TrainingConfig.for_subject(cls_name, subject_kind=subject_kind))
@@ -199,8 +200,8 @@ class Pipeline:
         :class:`SageMakerBackend` built when ``backend="sagemaker"``. ``subject_kind`` (``"person"``,
         ``"pet"`` or ``"object"``) is needed only for a class that :mod:`lensa_for_all.subjects` does not list.
         """
-        from .config import TrainingConfig
-        from .trainer import DreamBoothTrainer
+        from ..config import TrainingConfig
+        from ..training.trainer import DreamBoothTrainer
 
         overrides = dict(training)
         if base_model is not None:  # a local folder is made absolute: training runs in another directory
@@ -219,8 +220,8 @@ class Pipeline:
     def load(cls, run_dir: str | os.PathLike[str], *, backend: Backend | None = None,
              progress: bool | RunProgress = True) -> Pipeline:
         """Rebuild the pipeline a run folder's state describes (pass ``backend`` if it was an object)."""
-        from .config import TrainingConfig
-        from .trainer import DreamBoothTrainer
+        from ..config import TrainingConfig
+        from ..training.trainer import DreamBoothTrainer
 
         state = RunState.load(run_dir)
         run = state.run
@@ -279,11 +280,11 @@ class Pipeline:
         """The backend object (built on first use for ``"local"``/``"sagemaker"``)."""
         if self._backend is None:
             if self._backend_spec == "local":
-                from .backends.local import LocalBackend
+                from ..training.local import LocalBackend
 
                 self._backend = LocalBackend()
             else:
-                from .backends.sagemaker import SageMakerBackend
+                from ..backends.sagemaker import SageMakerBackend
 
                 options = dict(self.sagemaker_options)
                 if run_name and not options.get("run_name"):
@@ -367,8 +368,8 @@ class Pipeline:
 
         Checks the run folder, photo folder, subject class, styles, base model, device, and for SageMaker
         the region, cost against ``max_cost_usd``, credentials, role, bucket and quota
-        (:mod:`lensa_for_all.plan`), raising the error the run would hit. ``names`` says how messages
-        name the settings (``lensa_for_all.plan.CLI_NAMES`` for the command line).
+        (:mod:`lensa_for_all.pipeline.plan`), raising the error the run would hit. ``names`` says how messages
+        name the settings (``lensa_for_all.pipeline.plan.CLI_NAMES`` for the command line).
         """
         from .plan import PYTHON_NAMES, make_plan
 
@@ -440,7 +441,7 @@ class Pipeline:
         if isinstance(photos, (str, os.PathLike)):
             folder = Path(photos)
             if not folder.is_dir():
-                from .errors import PhotoSetError
+                from ..errors import PhotoSetError
 
                 raise PhotoSetError(f"Photo folder {folder} does not exist or is not a folder; pass the folder "
                                     "that holds the photos.")
@@ -450,7 +451,7 @@ class Pipeline:
         return files_fingerprint(files), files
 
     def _photos_stage(self, state: RunState, run_dir: Path) -> dict[str, Any]:
-        from .photos import PhotoSet
+        from ..photos import PhotoSet
 
         inputs, source = self._photo_inputs()
         fp = fingerprint({"files": inputs, "subject_class": self.subject_class, "min_photos": self.min_photos,
@@ -469,8 +470,8 @@ class Pipeline:
         self.progress.stage_started("photos")
         t0 = time.monotonic()
         state.start("photos", fp)
-        from .atomic import write_text_atomic
-        from .errors import TooFewPhotosError
+        from ..atomic import write_text_atomic
+        from ..errors import TooFewPhotosError
 
         try:
             if isinstance(source, PhotoSet):
@@ -583,8 +584,8 @@ class Pipeline:
 
     def _generate_stage(self, state: RunState, out: Path, train: Mapping[str, Any],
                         args: Mapping[str, Any]) -> dict[str, Any]:
-        from .generation import AvatarModel, AvatarPack
-        from .generation.pack import Avatar, PackWriter
+        from ..generation import AvatarModel, AvatarPack
+        from ..generation.pack import Avatar, PackWriter
 
         train_record = state.stage("train") or {}
         fp = fingerprint({"model": train_record.get("fingerprint"), "trained_at": train_record.get("finished_at"),
@@ -653,7 +654,7 @@ class Pipeline:
         return {**outputs, "reused": False}
 
     def _make_prompts(self, model: Any, num_images: int, args: Mapping[str, Any], seed: int) -> list[Prompt]:
-        from .prompts import Prompt
+        from ..prompts import Prompt
 
         styles = args.get("styles") or None
         magic = args.get("magic", False)
@@ -777,7 +778,7 @@ def _model_source(run_dir: Path, outputs: Mapping[str, Any]) -> str:
 
 
 def _prompt_from_dict(data: Mapping[str, Any]) -> Prompt:
-    from .prompts import Prompt
+    from ..prompts import Prompt
 
     return Prompt(data["text"], data.get("negative", ""), data.get("style"), data.get("settings") or {})
 
