@@ -1,0 +1,4 @@
+"""Deprecated: moved to :mod:`lensa_for_all.pipeline.progress` (see ``lensa_for_all.moved``)."""
+from .moved import alias
+
+alias(__name__)
