@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 
 from lensa_for_all import DreamBoothTrainer, SageMakerBackend, TrainingConfig
-from lensa_for_all.testing.sagemaker import local_aws, play_training_job
 from lensa_for_all.backends.training_job import TrainingJobSpec
 from lensa_for_all.testing import make_photos, make_tiny_sd
+from lensa_for_all.testing.sagemaker import local_aws, play_training_job
 
 
 def main() -> None:

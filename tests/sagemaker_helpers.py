@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from lensa_for_all.training.progress import parse_progress_line
 from lensa_for_all.testing.sagemaker import play_training_job
+from lensa_for_all.training.progress import parse_progress_line
 
 # A stand-in for DreamBoothTrainer's lensa_train.py, stdlib + numpy + safetensors only (fast): "trains"
 # a vector from the photos' bytes for max_train_steps steps, checkpoints every step, resumes from the

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from lensa_for_all.training.progress import TrainingProgress
-from lensa_for_all.training.local import LocalBackend, read_failure, run_entry_point
 from lensa_for_all.errors import ConfigError, PhotoSetError
-from lensa_for_all.training.trainer import DreamBoothTrainer
 from lensa_for_all.training.entry import ContainerPaths, read_hyperparameters
+from lensa_for_all.training.local import LocalBackend, read_failure, run_entry_point
+from lensa_for_all.training.progress import TrainingProgress
+from lensa_for_all.training.trainer import DreamBoothTrainer
 from training_helpers import make_subject_photos, tiny_config
 
 

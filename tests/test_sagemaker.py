@@ -16,8 +16,6 @@ from typing import Any
 import pytest
 
 from archive_helpers import HOSTILE_KINDS, hostile_member, tar_bytes
-from lensa_for_all.training.progress import TrainingProgress
-from lensa_for_all.testing.sagemaker import write_job_log
 from lensa_for_all.backends.pricing import INSTANCE_TYPES, actual_cost, estimate_cost
 from lensa_for_all.backends.s3 import S3Store, S3Uri, deterministic_tarball
 from lensa_for_all.backends.sagemaker import SageMakerBackend
@@ -30,6 +28,8 @@ from lensa_for_all.errors import (
     TrainingJobFailed,
     UnsafeArchiveError,
 )
+from lensa_for_all.testing.sagemaker import write_job_log
+from lensa_for_all.training.progress import TrainingProgress
 from sagemaker_helpers import make_fake_source_dir, make_png_folder, play_on_start
 
 ROLE = "arn:aws:iam::123456789012:role/LensaForAllSageMakerRole"
@@ -190,6 +190,23 @@ def test_run_uploads_trains_downloads_and_reports(backend: SageMakerBackend, inp
     assert {k[len(run_prefix):].split("/")[0] for k in keys} == {"input", "source", "checkpoints", "output"}
     head = s3.head_object(Bucket=bucket, Key=next(k for k in keys if "/input/instance/" in k))
     assert head["ServerSideEncryption"] == "AES256" and "lensa-sha256" in head["Metadata"]
+
+
+def test_on_job_started_names_the_job_before_the_wait(backend: SageMakerBackend, inputs: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    play_on_start(backend, tmp_path / "container")
+    events: list[tuple[str, Any]] = []
+
+    def started(name: str) -> None:  # the job exists in SageMaker when the caller hears its name
+        status = backend.aws.client("sagemaker").describe_training_job(TrainingJobName=name)["TrainingJobStatus"]
+        events.append(("started", (name, status)))
+
+    result = backend.run(inputs["source"], {"instance": inputs["photos"]}, inputs["out"],
+                         progress=lambda p: events.append(("progress", p.step)), on_job_started=started)
+
+    assert events[0] == ("started", (result.job_name, events[0][1][1])) and events[0][1][1]
+    assert [e for e in events if e[0] == "started"] == events[:1]  # once, before any progress
+    assert [v for k, v in events[1:]] == [1, 2, 3, 4, 5, 6]
 
 
 def test_rerun_skips_unchanged_uploads_and_syncs_changes(backend: SageMakerBackend, inputs: dict[str, Path],

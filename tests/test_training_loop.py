@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lensa_for_all.training.progress import TrainingProgress
 from lensa_for_all.errors import ModelNotFoundError, PhotoSetError
+from lensa_for_all.training.progress import TrainingProgress
 from training_helpers import make_subject_photos, tiny_config
 
 

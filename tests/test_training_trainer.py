@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from lensa_for_all.training.backend import Backend, TrainingResult
-from lensa_for_all.training.progress import ProgressCallback
 from lensa_for_all.config import TrainingConfig
 from lensa_for_all.errors import PhotoSetError
+from lensa_for_all.training.backend import Backend, TrainingResult
+from lensa_for_all.training.progress import ProgressCallback
 from lensa_for_all.training.trainer import DreamBoothTrainer
 
 
@@ -67,3 +67,35 @@ def test_a_folder_is_passed_as_is_and_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(PhotoSetError, match="output_dir"):
         trainer.train(folder)
     assert "lora" in repr(trainer)
+
+
+class NamingBackend(RecordingBackend):
+    """A backend that launches a (pretend) remote job and reports its name as the contract says."""
+
+    def run(self, source_dir: Path, channels: Mapping[str, Path], output_dir: Path, *,  # type: ignore[override]
+            hyperparameters: Mapping[str, Any] | None = None, progress: ProgressCallback | None = None,
+            on_job_started: Any = None) -> TrainingResult:
+        if on_job_started is not None:
+            on_job_started("job-1")
+        return super().run(source_dir, channels, output_dir, hyperparameters=hyperparameters, progress=progress)
+
+
+def test_on_job_started_reaches_the_backend_and_older_backends_still_work(tmp_path: Path) -> None:
+    folder = tmp_path / "prepared"
+    folder.mkdir()
+    names: list[str] = []
+    DreamBoothTrainer(TrainingConfig(), backend=NamingBackend()).train(folder, output_dir=tmp_path / "m",
+                                                                         on_job_started=names.append)
+    assert names == ["job-1"]
+    # RecordingBackend.run predates on_job_started: without a callback the trainer does not pass it
+    backend = RecordingBackend()
+    DreamBoothTrainer(TrainingConfig(), backend=backend).train(folder, output_dir=tmp_path / "m")
+    assert backend.calls and backend.calls[0]["output_dir"] == tmp_path / "m"
+
+
+def test_the_local_backend_is_the_default_and_keeps_its_work_folder(tmp_path: Path) -> None:
+    from lensa_for_all.training.local import LocalBackend
+
+    assert LocalBackend(work_dir=tmp_path / "w").work_dir_for(tmp_path / "m") == tmp_path / "w"
+    assert RecordingBackend().work_dir_for(tmp_path / "m") == tmp_path / "m.work"
+    assert DreamBoothTrainer(TrainingConfig()).backend is None  # resolved to LocalBackend() by train()

@@ -79,8 +79,8 @@ def tiny_settings(work_dir: Path, tiny_model: Path, **overrides: Any) -> app.Set
 def main() -> None:
     from fastapi.testclient import TestClient
 
-    from lensa_for_all.testing.sagemaker import local_aws
     from lensa_for_all.testing import make_photos, make_tiny_sd
+    from lensa_for_all.testing.sagemaker import local_aws
 
     with tempfile.TemporaryDirectory() as tmp, local_aws():
         root = Path(tmp)

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..version import __version__
 from ..errors import AWSConfigurationError
+from ..version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     import boto3

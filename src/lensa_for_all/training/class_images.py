@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .progress import ProgressCallback, TrainingProgress
 from ..config import TrainingConfig
+from .progress import ProgressCallback, TrainingProgress
 
 __all__ = ["class_image_cache_key", "default_cache_root", "ensure_class_images", "CACHE_ENV"]
 

@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .progress import ProgressCallback, TrainingProgress
 from ..config import TrainingConfig
 from ..errors import ConfigError, DiskFullError, OutOfMemoryError, PhotoSetError, TrainingError
 from ..families import SD1, ModelFamily, PromptEmbeddings
 from .data import MIN_PHOTOS, list_images
+from .progress import ProgressCallback, TrainingProgress
 
 __all__ = ["train", "resolve_mixed_precision", "noisy_and_target"]
 
