@@ -24,14 +24,14 @@ from typing import Any
 
 import pytest
 
-from lensa_for_all.backends import inference
 from lensa_for_all.backends.images import INFERENCE_IMAGE, TRAINING_IMAGE, TRAINING_IMAGES
+from lensa_for_all.generation import endpoint_handler
 from lensa_for_all.stack import PINNED
 from lensa_for_all.testing.container_env import ContainerEnv, EnvSpec, build_env, find_python
 from sagemaker_helpers import make_png_folder, play_on_start
 
 ROLE = "arn:aws:iam::123456789012:role/LensaForAllSageMakerRole"
-INFERENCE_HANDLER = Path(inference.__file__)
+INFERENCE_HANDLER = Path(endpoint_handler.__file__)
 # what an artifact's loader must never print: a weight that was not in the files
 NEWLY_INITIALISED = ("newly initialized", "newly initialised", "were not initialized", "MISSING")
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from lensa_for_all.backends import inference
 from lensa_for_all.backends.endpoint import Endpoint, EndpointResponse, list_endpoints
 from lensa_for_all.backends.sagemaker import SageMakerBackend
 from lensa_for_all.errors import EndpointError, LensaError
+from lensa_for_all.generation import endpoint_handler
 
 ROLE = "arn:aws:iam::123456789012:role/LensaForAllSageMakerRole"
 ARTIFACT = "s3://bkt-models/out/job/output/model.tar.gz"
@@ -58,20 +58,21 @@ def _nothing_left(backend: SageMakerBackend) -> bool:
 def test_handler_generates_reproducible_pngs_on_tiny_model(tiny_sd: Path) -> None:
     from PIL import Image
 
-    model = inference.model_fn(str(tiny_sd))
+    model = endpoint_handler.model_fn(str(tiny_sd))
     body = json.dumps({"inputs": "a photo of ohwx person", "parameters": {
         "num_inference_steps": 2, "num_images": 2, "seed": 7, "guidance_scale": 5.0, "scheduler": "euler_a",
         "negative_prompt": "blurry"}})
-    data = inference.input_fn(body, "application/json")
-    out = json.loads(inference.output_fn(inference.predict_fn(data, model), "application/json"))
+    data = endpoint_handler.input_fn(body, "application/json")
+    out = json.loads(endpoint_handler.output_fn(endpoint_handler.predict_fn(data, model), "application/json"))
     assert out["seeds"] == [7, 8]
     assert out["parameters"]["height"] == out["parameters"]["width"] == 64
     images = [Image.open(io.BytesIO(base64.b64decode(b))) for b in out["images"]]
     assert [im.size for im in images] == [(64, 64), (64, 64)] and images[0].format == "PNG"
     # image 1 alone, from its own seed, is the same image
-    again = inference.predict_fn(inference.input_fn(json.dumps({"inputs": "a photo of ohwx person", "parameters": {
-        "num_inference_steps": 2, "seed": 8, "guidance_scale": 5.0, "scheduler": "euler_a",
-        "negative_prompt": "blurry"}})), model)
+    again = endpoint_handler.predict_fn(endpoint_handler.input_fn(json.dumps({
+        "inputs": "a photo of ohwx person", "parameters": {
+            "num_inference_steps": 2, "seed": 8, "guidance_scale": 5.0, "scheduler": "euler_a",
+            "negative_prompt": "blurry"}})), model)
     assert again["images"][0] == out["images"][1]
     # rendered by AvatarModel: its negative prompt was used as asked, and each PNG carries its parameters
     assert [m["seed"] for m in out["metadata"]] == [7, 8] and out["metadata"][0]["scheduler"] == "euler_a"
@@ -85,10 +86,10 @@ def test_handler_generates_reproducible_pngs_on_tiny_model(tiny_sd: Path) -> Non
 def test_handler_runs_in_fp16_on_cuda(tiny_sd: Path) -> None:
     import torch
 
-    model = inference.model_fn(str(tiny_sd))
+    model = endpoint_handler.model_fn(str(tiny_sd))
     assert model.pipeline.device.type == "cuda" and model.pipeline.unet.dtype == torch.float16
     body = json.dumps({"inputs": "a photo of ohwx person", "parameters": {"num_inference_steps": 2, "seed": 3}})
-    out = inference.predict_fn(inference.input_fn(body), model)
+    out = endpoint_handler.predict_fn(endpoint_handler.input_fn(body), model)
     first = EndpointResponse.from_json(json.dumps(out)).images[0]
     assert first.size == (64, 64)
     assert len(set(first.getdata())) > 1  # fp16 NaNs would decode to one flat black image
@@ -103,20 +104,20 @@ def test_handler_runs_in_fp16_on_cuda(tiny_sd: Path) -> None:
     (json.dumps({"inputs": "x", "parameters": {"scheduler": "magic"}}), "scheduler must be one of"),
 ])
 def test_handler_refuses_bad_requests(body: str, match: str) -> None:
-    with pytest.raises(inference.BadRequest, match=match):
-        inference.input_fn(body, "application/json")
+    with pytest.raises(endpoint_handler.BadRequest, match=match):
+        endpoint_handler.input_fn(body, "application/json")
 
 
 def test_handler_takes_the_library_scheduler_names() -> None:
     from lensa_for_all.generation.schedulers import SCHEDULERS
 
     for name in SCHEDULERS:
-        assert inference.input_fn(json.dumps({"inputs": "x", "parameters": {"scheduler": name}}))
+        assert endpoint_handler.input_fn(json.dumps({"inputs": "x", "parameters": {"scheduler": name}}))
 
 
 def test_handler_refuses_a_folder_without_a_model(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="neither a diffusers pipeline nor a LoRA"):
-        inference.model_fn(str(tmp_path))
+        endpoint_handler.model_fn(str(tmp_path))
 
 
 # ---- deploy, generate, teardown on moto -----------------------------------------------------------------
@@ -237,9 +238,9 @@ def test_handler_defaults_are_local_generation_defaults(tiny_sd: Path) -> None:
     """Left-out parameters take AvatarModel's defaults: the endpoint renders what `generate` renders."""
     from lensa_for_all.generation import AvatarModel
 
-    model = inference.model_fn(str(tiny_sd))
+    model = endpoint_handler.model_fn(str(tiny_sd))
     body = json.dumps({"inputs": "a photo of ohwx person", "parameters": {"num_inference_steps": 2, "seed": 5}})
-    out = inference.predict_fn(inference.input_fn(body), model)
+    out = endpoint_handler.predict_fn(endpoint_handler.input_fn(body), model)
     local = AvatarModel.load(str(tiny_sd)).generate("a photo of ohwx person", 1, seed=5, num_inference_steps=2)
     assert out["metadata"][0]["scheduler"] == local[0].scheduler == "dpmpp_2m_karras"
     assert out["metadata"][0]["negative_prompt"] == local[0].negative_prompt != ""

@@ -137,10 +137,11 @@ def test_the_endpoint_token_is_not_in_describe_model_but_reaches_the_handler(aws
 
 
 def test_the_handler_loads_the_token_before_the_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    from lensa_for_all.backends import endpoint_secrets, inference
+    from lensa_for_all.backends import endpoint_secrets
+    from lensa_for_all.generation import endpoint_handler
 
     calls: list[str] = []
     monkeypatch.setattr(endpoint_secrets, "load_hf_token", lambda *a, **k: calls.append("token") or False)
     with pytest.raises(RuntimeError, match="neither a diffusers pipeline nor a LoRA"):
-        inference.model_fn(str(tmp_path))
+        endpoint_handler.model_fn(str(tmp_path))
     assert calls == ["token"]

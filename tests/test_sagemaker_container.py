@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from lensa_for_all.backends import inference
 from lensa_for_all.backends.sagemaker import SageMakerBackend
 from lensa_for_all.errors import TrainingJobFailed
+from lensa_for_all.generation import endpoint_handler
 from sagemaker_helpers import make_png_folder, play_on_start
 
 ROLE = "arn:aws:iam::123456789012:role/LensaForAllSageMakerRole"
@@ -79,7 +79,7 @@ def test_real_loop_trains_resumes_after_spot_kill_and_serves(aws_env: str, tiny_
     assert all(bool((a[k] == b[k]).all()) for k in a)
 
     # 4. the artifact is what an endpoint serves: the handler loads the LoRA on its base model
-    model = inference.model_fn(str(resumed.output_dir))
+    model = endpoint_handler.model_fn(str(resumed.output_dir))
     body = json.dumps({"inputs": "a photo of ohwx dog", "parameters": {"num_inference_steps": 2, "seed": 1}})
-    answer = json.loads(inference.output_fn(inference.predict_fn(inference.input_fn(body), model)))
+    answer = json.loads(endpoint_handler.output_fn(endpoint_handler.predict_fn(endpoint_handler.input_fn(body), model)))
     assert len(answer["images"]) == 1 and answer["seeds"] == [1] and answer["parameters"]["height"] == 64

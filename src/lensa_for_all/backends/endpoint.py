@@ -4,7 +4,8 @@ An endpoint bills by the hour while it exists, so :class:`Endpoint` is a context
 endpoint, its config and its model on exit (also when the block raises), and every resource it creates is
 tagged so ``lensa-for-all endpoints list`` can find forgotten ones.
 
-The request/response JSON contract is the one of the handler in ``inference.py``.
+The request/response JSON contract is the one of the handler, :mod:`lensa_for_all.generation.endpoint_handler`
+(shipped in the model as ``code/inference.py``).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ..version import __version__
 from ..errors import EndpointError, LensaError
+from ..version import __version__
 from .aws_session import AWSSession, botocore_debug_muted, error_code
 from .images import inference_image_uri
 from .training_job import LIBRARY_TAG, unique_job_name

@@ -20,12 +20,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..version import __version__
 from ..archives import DEFAULT_MAX_BYTES, safe_extract
 from ..errors import ConfigError, CostLimitExceeded, LensaError, TrainingError, TrainingJobFailed
-from .aws_session import AWSSession, botocore_debug_muted
 from ..training.backend import Backend, JobStartedCallback, TrainingResult
 from ..training.progress import ProgressCallback, parse_progress_line
+from ..version import __version__
+from .aws_session import AWSSession, botocore_debug_muted
 from .endpoint_secrets import stash_hf_token
 from .images import check_image_uri, training_image_uri
 from .logs import LogTail
@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".heic", ".heif", ".bmp", ".tif", ".tiff")
 _BACKENDS_DIR = Path(__file__).resolve().parent
+# The endpoint handler is generation code; it is shipped by path, since backends never import generation.
+ENDPOINT_HANDLER = _BACKENDS_DIR.parent / "generation" / "endpoint_handler.py"
+
 
 def inference_requirements() -> str:
     """The endpoint's ``code/requirements.txt``: the same pinned stack as the training source dir."""
@@ -57,7 +60,7 @@ def container_extras(tmp: Path) -> list[tuple[str, Path]]:
     req = tmp / "inference_requirements.txt"
     req.write_text(inference_requirements())
     return [(ENTRY_SCRIPT, _BACKENDS_DIR / "container_launcher.py"),
-            ("lensa_inference.py", _BACKENDS_DIR / "inference.py"),
+            ("lensa_inference.py", ENDPOINT_HANDLER),
             ("lensa_inference_requirements.txt", req)]
 
 
