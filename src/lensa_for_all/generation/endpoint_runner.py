@@ -10,18 +10,20 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import ConfigError, EndpointError
-from .runner import Job
+from .job import Job
 
-__all__ = ["EndpointRunner", "endpoint_params"]
+__all__ = ["EndpointRunner", "endpoint_params", "ENDPOINT_JOB_FIELDS"]
+
+
+# The Job fields an endpoint request carries (the prompt goes in ``inputs``; the handler reads no LoRA scale or
+# style): the fixed JSON contract of :mod:`lensa_for_all.generation.endpoint_handler`, values taken from the Job.
+ENDPOINT_JOB_FIELDS = ("negative_prompt", "num_inference_steps", "guidance_scale", "height", "width", "seed",
+                       "scheduler")
 
 
 def endpoint_params(job: Job) -> dict[str, Any]:
-    """The ``parameters`` of the endpoint request for ``job`` (the fixed JSON contract)."""
-    return {
-        "negative_prompt": job.negative_prompt, "num_inference_steps": job.num_inference_steps,
-        "guidance_scale": job.guidance_scale, "height": job.height, "width": job.width, "seed": job.seed,
-        "num_images": 1, "scheduler": job.scheduler,
-    }
+    """The ``parameters`` of the endpoint request for ``job``: its contract fields, one image."""
+    return {**{name: getattr(job, name) for name in ENDPOINT_JOB_FIELDS}, "num_images": 1}
 
 
 class EndpointRunner:

@@ -22,8 +22,9 @@ from ..prompts.tokens import fit_negative, token_counter_for
 from ..run_lock import RunLock
 from .a1111 import ModelHashes, hashes_for
 from .device import choose_device, free_memory_bytes
+from .job import Job, batch_key
 from .pack import Avatar, AvatarPack, PackWriter, read_png_parameters
-from .runner import Job, LocalRunner, Runner, batch_key
+from .runner import LocalRunner, Runner
 from .schedulers import DEFAULT_SCHEDULER, SCHEDULERS, canonical_name
 from .sources import (
     LORA_WEIGHTS_NAME,
@@ -447,7 +448,7 @@ class AvatarModel:
         if params.get("model") and params["model"] != self.name:
             warnings.warn(f"The image was made by {params['model']!r}, not {self.name!r}; it will differ.",
                           stacklevel=2)
-        job = _job_from(params)
+        job = Job.from_parameters(params)
         jobs, position = [job], 0
         members = params.get("batch_members") or []
         if int(params.get("batch_size", 1)) > 1:
@@ -577,25 +578,16 @@ def _batches(jobs: Sequence[Job], batch_size: int | None,
 
 def _avatar(job: Job, image: Any, *, model: str, batch: Sequence[Job], batch_index: int,
             batch_id: str | None, hashes: ModelHashes | None = None, rng: str | None = None) -> Avatar:
+    """The avatar of ``job``: its fields, the image, and where it came from."""
     hashes = hashes or ModelHashes()
     members = [{"prompt": j.prompt, "negative_prompt": j.negative_prompt, "seed": j.seed, "style": j.style}
                for j in batch] if len(batch) > 1 else []
+    lora = job.lora_scale is not None
     return Avatar(
-        image=image, prompt=job.prompt, negative_prompt=job.negative_prompt, seed=job.seed,
-        num_inference_steps=job.num_inference_steps, guidance_scale=job.guidance_scale, scheduler=job.scheduler,
-        width=job.width, height=job.height, model=model, lora_scale=job.lora_scale, style=job.style,
+        image=image, **attrs.asdict(job, recurse=False), model=model,
         batch_size=len(batch), batch_index=batch_index, batch_id=batch_id, batch_members=members,
-        model_hash=hashes.model_hash, lora_name=hashes.lora_name if job.lora_scale is not None else None,
-        lora_hash=hashes.lora_hash if job.lora_scale is not None else None, rng=rng,
-    )
-
-
-def _job_from(params: Mapping[str, Any]) -> Job:
-    return Job(
-        prompt=params["prompt"], negative_prompt=params.get("negative_prompt", ""), seed=int(params["seed"]),
-        num_inference_steps=int(params["num_inference_steps"]), guidance_scale=float(params["guidance_scale"]),
-        scheduler=canonical_name(params["scheduler"]), width=int(params["width"]), height=int(params["height"]),
-        lora_scale=params.get("lora_scale"), style=params.get("style"),
+        model_hash=hashes.model_hash, lora_name=hashes.lora_name if lora else None,
+        lora_hash=hashes.lora_hash if lora else None, rng=rng,
     )
 
 

@@ -20,6 +20,7 @@ import attrs
 from ..atomic import atomic_path, write_json_atomic
 from ..errors import ConfigError, GenerationError
 from .a1111 import format_lora_hashes, lora_tag, parse_lora_hashes, sampler_and_schedule, strip_lora_tag
+from .job import Job
 from .schedulers import from_a1111_name
 
 __all__ = ["Avatar", "AvatarPack", "PackWriter", "format_parameters", "parse_parameters", "read_png_parameters",
@@ -33,21 +34,12 @@ _PAIR = re.compile(r'\s*([A-Za-z][\w \-/+]*?):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$
 
 
 @attrs.frozen(eq=False)
-class Avatar:
-    """One generated image and every parameter that made it."""
+class Avatar(Job):
+    """One generated image and every parameter that made it: its :class:`Job` (the fields it inherits),
+    the image, and where it came from (model, batch, hashes). Compared by identity, as images are."""
 
-    image: Any = attrs.field(repr=False)  # PIL.Image.Image
-    prompt: str
-    negative_prompt: str
-    seed: int
-    num_inference_steps: int
-    guidance_scale: float
-    scheduler: str
-    width: int
-    height: int
+    image: Any = attrs.field(repr=False, kw_only=True)  # PIL.Image.Image
     model: str = ""
-    lora_scale: float | None = None
-    style: str | None = None
     batch_size: int = 1
     batch_index: int = 0
     batch_id: str | None = None
@@ -63,6 +55,16 @@ class Avatar:
     # Face likeness to the subject's photos in [0, 1] when the pack was picked with keep_best (see
     # lensa_for_all.likeness); not a generation parameter, so it is not in the PNG's text.
     likeness: float | None = None
+
+    # eq=False keeps these from Job, which compares by value; an avatar is one image, equal only to itself
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+    __hash__ = object.__hash__
+
+    @property
+    def job(self) -> Job:
+        """The plain :class:`Job` that renders this image again (without image, model or batch)."""
+        return Job(**{f.name: getattr(self, f.name) for f in attrs.fields(Job)})
 
     def parameters(self) -> dict[str, Any]:
         """The generation parameters, without the image (what the JSON index stores; ``likeness`` when scored)."""

@@ -1,7 +1,7 @@
 """What turns a batch of fully specified jobs into images: a local diffusers pipeline.
 
-:class:`AvatarModel` resolves prompts, seeds and defaults into :class:`Job` objects and hands
-batches of them to a runner; the runner only renders. The endpoint runner has the same shape.
+:class:`AvatarModel` resolves prompts, seeds and defaults into :class:`~lensa_for_all.generation.job.Job`
+objects and hands batches of them to a runner; the runner only renders. The endpoint runner has the same shape.
 """
 
 from __future__ import annotations
@@ -10,38 +10,17 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-import attrs
-
 from ..errors import ConfigError, GenerationError, OutOfMemoryError
 from .device import DeviceChoice, free_memory_bytes
+from .job import Job, batch_key
 from .schedulers import canonical_name, make_scheduler
 
+# Job and batch_key live in job.py; re-exported here, where they were defined before 0.2.0
 __all__ = ["Job", "Runner", "LocalRunner", "batch_key"]
 
 log = logging.getLogger(__name__)
 
 StepCallback = Callable[..., Any]
-
-
-@attrs.frozen
-class Job:
-    """Everything needed to render one image, bit for bit."""
-
-    prompt: str
-    negative_prompt: str
-    seed: int
-    num_inference_steps: int
-    guidance_scale: float
-    scheduler: str
-    width: int
-    height: int
-    lora_scale: float | None = None
-    style: str | None = None
-
-
-def batch_key(job: Job) -> tuple[Any, ...]:
-    """Jobs with equal keys can share one pipeline call."""
-    return (job.num_inference_steps, job.guidance_scale, job.scheduler, job.width, job.height, job.lora_scale)
 
 
 class Runner(Protocol):
