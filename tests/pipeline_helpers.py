@@ -68,8 +68,9 @@ class CopyTrainer(DreamBoothTrainer):
 
 
 class FakeRemoteBackend(Backend):
-    """A remote backend double: ``run`` launches a "job" through ``start`` and, the first time, the local
-    process dies right after the launch (``KeyboardInterrupt``); ``attach`` delivers the job's model."""
+    """A remote backend double: ``run`` launches a "job" through ``start``, names it to ``on_job_started`` and,
+    the first time, the local process dies right after the launch (``KeyboardInterrupt``); ``attach`` delivers
+    the job's model."""
 
     name = "fake-remote"
 
@@ -85,9 +86,11 @@ class FakeRemoteBackend(Backend):
         return name
 
     def run(self, source_dir: Path, channels: Any, output_dir: Path, *, hyperparameters: Any = None,
-            progress: Any = None) -> TrainingResult:
+            progress: Any = None, on_job_started: Any = None) -> TrainingResult:
         assert (source_dir / "lensa_train.py").is_file() and (Path(channels["instance"]) / "manifest.json").is_file()
         name = self.start({"source": str(source_dir)})
+        if on_job_started is not None:
+            on_job_started(name)
         if self.crash_after_start:
             raise KeyboardInterrupt
         return self._deliver(name, output_dir)

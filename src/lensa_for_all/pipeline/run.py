@@ -16,7 +16,6 @@ Run folder layout::
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import secrets
@@ -525,12 +524,16 @@ class Pipeline:
             self.progress.stage_progress("train", p.step, p.total_steps, info=info)
 
         result: TrainingResult | None = None
-        if job and callable(getattr(backend, "attach", None)):
+        can_attach = callable(getattr(backend, "attach", None))
+        if job and can_attach:
             result = self._reattach(state, backend, job, model_dir, on_progress)
         if result is None:
-            with _recording_job_names(backend, lambda name: state.update_progress("train", job_name=name)):
-                result = self.trainer.train(run_dir / PHOTOS_DIR, backend=backend, output_dir=model_dir,
-                                            progress=on_progress)
+            # a job's name is recorded the moment it exists, so a later run re-attaches instead of paying twice;
+            # passed only to backends that can re-attach (a trainer subclass may predate the keyword)
+            record_job: dict[str, Any] = ({"on_job_started": lambda name: state.update_progress("train", job_name=name)}
+                                          if can_attach else {})
+            result = self.trainer.train(run_dir / PHOTOS_DIR, backend=backend, output_dir=model_dir,
+                                        progress=on_progress, **record_job)
         outputs = {"dir": MODEL_DIR if result.output_dir is not None else None,
                    "checks": folder_checks(model_dir) if result.output_dir is not None else {},
                    "artifact_uri": result.artifact_uri, "job_name": result.job_name, "cost_usd": result.cost_usd,
@@ -805,31 +808,3 @@ def _remove_avatars(record: Mapping[str, Any], out: Path) -> None:
     for name in names:
         if isinstance(name, str) and re.fullmatch(r"[\w.+-]+\.png", name):
             (out / name).unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def _recording_job_names(backend: Any, record: Callable[[str], None]) -> Iterator[None]:
-    """Record a remote job's name the moment the backend launches it, so a later run can re-attach.
-
-    Backends that launch remote jobs (``SageMakerBackend``) expose ``start(spec) -> job name``; it is
-    wrapped on this instance for the duration of the stage and restored afterwards.
-    """
-    original = getattr(backend, "start", None)
-    if not callable(original):
-        yield
-        return
-    had_own = "start" in vars(backend)  # e.g. a test double already wrapped it
-
-    def start(spec: Any) -> str:
-        name = original(spec)
-        record(str(name))
-        return str(name)
-
-    backend.start = start
-    try:
-        yield
-    finally:
-        if had_own:
-            backend.start = original
-        else:
-            vars(backend).pop("start", None)
