@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".heic", ".heif", ".bmp", ".tif", ".tiff")
 _BACKENDS_DIR = Path(__file__).resolve().parent
-# The endpoint handler is generation code; it is shipped by path, since backends never import generation.
+# The endpoint handler is generation code (a layer above): shipped by its path, never loaded here.
 ENDPOINT_HANDLER = _BACKENDS_DIR.parent / "generation" / "endpoint_handler.py"
 
 
