@@ -110,14 +110,17 @@ class Settings:
             workers=_env_int("LENSA_WEB_WORKERS") or 2,
         )
 
+    def sagemaker_options(self, job_id: str) -> dict[str, Any]:
+        """``SageMakerBackend`` keywords for one request: a SageMaker run named after the job id."""
+        return dict(role=self.role, bucket=self.bucket, region=self.region, instance_type=self.instance_type,
+                    spot=self.spot, max_cost_usd=self.max_cost_usd, run_name=f"web-{job_id[:12]}",
+                    show_progress=False, stop_on_interrupt=False, **self.sagemaker)
+
     def sagemaker_backend(self, job_id: str) -> SageMakerBackend:
-        """The training backend for one request: a SageMaker run named after the job id."""
+        """The training backend for one request."""
         from lensa_for_all import SageMakerBackend
 
-        return SageMakerBackend(role=self.role, bucket=self.bucket, region=self.region,
-                                instance_type=self.instance_type, spot=self.spot, max_cost_usd=self.max_cost_usd,
-                                run_name=f"web-{job_id[:12]}", show_progress=False, stop_on_interrupt=False,
-                                **self.sagemaker)
+        return SageMakerBackend(**self.sagemaker_options(job_id))
 
 
 BackendFactory = Callable[[str], Backend]

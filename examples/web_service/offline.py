@@ -27,36 +27,16 @@ ROLE = "arn:aws:iam::123456789012:role/LensaForAllSageMakerRole"
 
 
 def played_backends(settings: app.Settings, containers: Path) -> Callable[[str], Any]:
-    """The app's own SageMaker backend for each request, whose job's container is played on this machine.
+    """The app's own SageMaker settings for each request, on the test kit's ``OfflineSageMakerBackend``.
 
-    Like SageMaker, a job whose container exits with an error is then reported ``Failed``, with the
-    container's failure file as the ``FailureReason``.
+    Its jobs' containers run on this machine; like SageMaker, a job whose container exits with an error is
+    then reported ``Failed``, with the container's failure file as the ``FailureReason``.
     """
-    from lensa_for_all.testing.sagemaker import play_training_job
+    from lensa_for_all.testing.sagemaker import OfflineSageMakerBackend
 
     def make_backend(job_id: str) -> Any:
-        backend = settings.sagemaker_backend(job_id)
+        backend = OfflineSageMakerBackend(containers_dir=containers, **settings.sagemaker_options(job_id))
         backend.sleep = lambda _s: None  # moto answers at once
-        failures: dict[str, str] = {}
-        start = backend.start
-
-        def start_and_play(spec: Any) -> str:
-            name = str(start(spec))
-            played = play_training_job(backend.aws, name, containers)
-            if played.returncode != 0:
-                failure = played.root / "output" / "failure"
-                text = failure.read_text().strip() if failure.is_file() else f"exit code {played.returncode}"
-                failures[name] = f"AlgorithmError: {text}"
-            return name
-
-        def report_failure(parsed: dict[str, Any], **_: Any) -> None:
-            reason = failures.get(str(parsed.get("TrainingJobName")))
-            if reason:
-                parsed.update(TrainingJobStatus="Failed", FailureReason=reason)
-
-        sagemaker = backend.aws.client("sagemaker")
-        sagemaker.meta.events.register("after-call.sagemaker.DescribeTrainingJob", report_failure)
-        backend.start = start_and_play  # type: ignore[method-assign]
         return backend
 
     return make_backend

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["make_tiny_sd", "make_tiny_gpt2", "make_clip_tokenizer", "make_photos", "TINY_SD_SIZES", "local_aws",
-           "play_training_job"]
+           "play_training_job", "OfflineSageMakerBackend"]
 
 TINY_SD_SIZES = ("tiny", "small", "sd15")
 
@@ -29,7 +29,7 @@ def __getattr__(name: str) -> Any:
         from .photos import make_photos
 
         return make_photos
-    if name in ("local_aws", "play_training_job"):
+    if name in ("local_aws", "play_training_job", "OfflineSageMakerBackend"):
         from . import sagemaker
 
         return getattr(sagemaker, name)

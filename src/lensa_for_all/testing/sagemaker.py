@@ -1,7 +1,9 @@
 """The offline SageMaker for app tests: a moto server, and SageMaker's part played for its training jobs.
 
-``local_aws()`` starts a moto server on 127.0.0.1 and points boto3 at it; ``play_training_job`` then runs
-a job that ``SageMakerBackend`` created there, as the training container would.
+``local_aws()`` starts a moto server on 127.0.0.1 and points boto3 at it; :class:`OfflineSageMakerBackend`
+is a ``SageMakerBackend`` whose jobs then run on this machine (``play_training_job`` plays each job's
+container the moment it is created), so an app's tests drive the real backend, S3 transfers and logs
+included, without AWS.
 
 moto accepts ``CreateTrainingJob`` and reports ``Completed`` at once but runs nothing. This module does
 what SageMaker's training container would, from the job's own request: download the channels, the
@@ -31,8 +33,10 @@ import attrs
 from ..archives import safe_extract
 from ..backends.logs import TRAINING_LOG_GROUP
 from ..backends.s3 import S3Store, S3Uri
+from ..backends.sagemaker import SageMakerBackend
+from ..backends.training_job import TrainingJobSpec
 
-__all__ = ["PlayedJob", "play_training_job", "write_job_log", "local_aws"]
+__all__ = ["OfflineSageMakerBackend", "PlayedJob", "play_training_job", "write_job_log", "local_aws"]
 
 
 @attrs.frozen
@@ -185,3 +189,47 @@ def local_aws(region: str = "us-east-1") -> Iterator[str]:
             else:
                 os.environ[key] = value
         server.stop()
+
+
+class OfflineSageMakerBackend(SageMakerBackend):
+    """A ``SageMakerBackend`` whose training jobs run on this machine: for tests under :func:`local_aws`.
+
+    moto records ``CreateTrainingJob`` and reports ``Completed`` at once but runs nothing. This backend plays
+    each job's container right after creating it (in ``containers_dir``, with ``container_env`` added to its
+    environment), then follows the job like the real backend. As SageMaker does, a job whose container failed
+    is reported ``Failed`` with the container's failure file as ``FailureReason``. Every other argument is
+    ``SageMakerBackend``'s; ``played`` holds what each job's container did.
+    """
+
+    def __init__(self, *args: Any, containers_dir: str | os.PathLike[str],
+                 container_env: Mapping[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.containers_dir = Path(containers_dir)
+        self.container_env = dict(container_env or {})
+        self.played: dict[str, PlayedJob] = {}
+        self._failures: dict[str, str] = {}
+        self._reporting = False
+
+    def start(self, spec: TrainingJobSpec) -> str:
+        name = super().start(spec)
+        played = play_training_job(self.aws, name, self.containers_dir, env=self.container_env or None)
+        self.played[name] = played
+        if played.returncode != 0:
+            failure = played.root / "output" / "failure"
+            text = failure.read_text(encoding="utf-8").strip() if failure.is_file() else ""
+            self._failures[name] = f"AlgorithmError: {text or f'exit code {played.returncode}'}"
+            self._report_failures()
+        return name
+
+    def _report_failures(self) -> None:
+        """Make DescribeTrainingJob say what SageMaker would for a failed container (moto says Completed)."""
+        if self._reporting:
+            return
+        self._reporting = True
+        self.aws.client("sagemaker").meta.events.register(
+            "after-call.sagemaker.DescribeTrainingJob", self._mark_failed)
+
+    def _mark_failed(self, parsed: dict[str, Any], **_: Any) -> None:
+        reason = self._failures.get(str(parsed.get("TrainingJobName")))
+        if reason:
+            parsed.update(TrainingJobStatus="Failed", FailureReason=reason)
