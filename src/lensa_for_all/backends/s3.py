@@ -8,7 +8,6 @@ SHA-256 in its metadata, so re-running a job after a failure re-uploads nothing.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import tarfile
 from collections.abc import Callable, Iterable
@@ -19,6 +18,7 @@ from typing import Any
 import attrs
 
 from ..atomic import atomic_path
+from ..digests import file_sha256
 from ..errors import AWSConfigurationError, LensaError
 
 __all__ = ["S3Uri", "S3Store", "SyncReport", "BytesCallback", "deterministic_tarball", "file_sha256"]
@@ -60,14 +60,6 @@ class SyncReport:
     skipped: tuple[str, ...]
     deleted: tuple[str, ...]
     bytes_uploaded: int
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1024 * 1024), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def deterministic_tarball(src: Path, dest: Path, *, extra: Iterable[tuple[str, Path]] = ()) -> Path:

@@ -8,7 +8,6 @@ keeps the hash). The prompt carries the LoRA as ``<lora:NAME:WEIGHT>``, NAME bei
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -18,13 +17,14 @@ from typing import Any
 
 import attrs
 
+from ..digests import file_sha256
+
 __all__ = ["ModelHashes", "model_hash", "lora_hash", "hashes_for", "sampler_and_schedule", "lora_tag",
            "strip_lora_tag", "parse_lora_hashes", "format_lora_hashes"]
 
 log = logging.getLogger(__name__)
 
 LORA_HASH_LENGTH = 12
-_BLOCK = 1024 * 1024
 
 # Our scheduler -> A1111 >= 1.9 (Sampler, Schedule type). "Automatic" is the sampler's own default
 # schedule; DPM++ 2M's default there is Karras, so our non-Karras DPM++ 2M is written as "Uniform"
@@ -33,15 +33,6 @@ _SPLIT = {
     "dpmpp_2m_karras": ("DPM++ 2M", "Karras"),
     "dpmpp_2m": ("DPM++ 2M", "Uniform"),
 }
-
-
-def _sha256(path: Path, offset: int = 0) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        for block in iter(lambda: fh.read(_BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_hash(path: str | os.PathLike[str]) -> str:
@@ -56,7 +47,7 @@ def lora_hash(path: str | os.PathLike[str]) -> str:
     path = Path(path)
     with open(path, "rb") as fh:
         header_len = int.from_bytes(fh.read(8), "little")
-    return _sha256(path, 8 + header_len)[:LORA_HASH_LENGTH]
+    return file_sha256(path, offset=8 + header_len)[:LORA_HASH_LENGTH]
 
 
 @attrs.frozen

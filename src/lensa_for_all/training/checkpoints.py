@@ -11,7 +11,6 @@ disk, a spot reclaim mid-save or a half-finished S3 sync costs a few steps, neve
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import fsync_dir, write_json_atomic
+from ..digests import file_sha256
 
 __all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "list_checkpoints", "verify_checkpoint",
            "valid_checkpoints", "PREFIX", "MANIFEST"]
@@ -59,14 +59,6 @@ def valid_checkpoints(checkpoint_dir: Path, *,
             on_skip(path, problem)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def verify_checkpoint(path: Path) -> str | None:
     """Why ``path`` cannot be resumed (a missing manifest, a missing, resized or altered file), or ``None``."""
     manifest_path = path / MANIFEST
@@ -89,7 +81,7 @@ def verify_checkpoint(path: Path) -> str | None:
             return f"{name} is missing"
         if size != expected.get("size"):
             return f"{name} is {size} bytes, not the {expected.get('size')} written"
-        if _sha256(file) != expected.get("sha256"):
+        if file_sha256(file) != expected.get("sha256"):
             return f"{name} does not match its sha256 (the file was altered or damaged)"
     return None
 
@@ -108,7 +100,7 @@ def _write_manifest(folder: Path) -> None:
     for file in sorted(folder.iterdir()):
         if file.is_file() and file.name != MANIFEST:
             _fsync_file(file)
-            files[file.name] = {"size": file.stat().st_size, "sha256": _sha256(file)}
+            files[file.name] = {"size": file.stat().st_size, "sha256": file_sha256(file)}
     write_json_atomic(folder / MANIFEST, {"format": 1, "files": files})
     fsync_dir(folder)
 

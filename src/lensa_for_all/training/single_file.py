@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..atomic import atomic_path
+from ..digests import file_sha256
 from ..errors import ModelNotFoundError
 from .pipeline_folder import canonical_text_encoder_state
 
@@ -42,13 +43,7 @@ V_PRED_MARKER = "v_pred"
 
 def a1111_model_hash(path: str | os.PathLike[str]) -> str:
     """AUTOMATIC1111's ``Model hash`` of a checkpoint: the first 10 hex digits of the file's SHA-256."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1024 * 1024), b""):
-            digest.update(block)
-    return digest.hexdigest()[:10]
+    return file_sha256(path)[:10]
 
 
 def single_file_name(folder_name: str) -> str:
