@@ -134,6 +134,10 @@ def test_the_endpoint_token_is_not_in_describe_model_but_reaches_the_handler(aws
         assert load_hf_token(container_env, s3_client=s3) and container_env["HF_TOKEN"] == TOKEN
         already = {**env, "HF_TOKEN": "set-by-user"}
         assert not load_hf_token(already, s3_client=s3) and already["HF_TOKEN"] == "set-by-user"
+    # deleting the endpoint deletes the token object with the model that named it
+    with pytest.raises(s3.exceptions.ClientError, match="404|Not Found"):
+        s3.head_object(Bucket=bucket, Key=key)
+    assert s3.list_objects_v2(Bucket=bucket, Prefix=key.rsplit("/", 2)[0]).get("KeyCount", 0) == 0
 
 
 def test_the_handler_loads_the_token_before_the_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:

@@ -282,9 +282,11 @@ class Endpoint:
     # ---- teardown ------------------------------------------------------------------------------------
 
     def delete(self) -> None:
-        """Delete the endpoint, then its config and model; resources already gone are skipped."""
+        """Delete the endpoint, then its config and model, then the model's Hugging Face token object in S3
+        (``endpoint_secrets``); resources already gone are skipped."""
         sm = self.session.client("sagemaker")
         errors: list[str] = []
+        token_uri = self._token_uri(sm)
         for what, fn, key, value in (
             ("endpoint", sm.delete_endpoint, "EndpointName", self.name),
             ("endpoint config", sm.delete_endpoint_config, "EndpointConfigName", self.config_name),
@@ -299,10 +301,30 @@ class Endpoint:
                 if error_code(exc) == "ValidationException" and "not" in str(exc).lower():
                     continue  # "Could not find ..." : already gone
                 errors.append(f"{what} {value}: {exc}")
+        if token_uri:
+            bucket, _, key = token_uri[len("s3://"):].partition("/")
+            try:  # S3 answers a delete of a missing key with success: nothing to skip
+                self.session.client("s3").delete_object(Bucket=bucket, Key=key)
+                logger.info("deleted the endpoint's token object %s", token_uri)
+            except Exception as exc:
+                errors.append(f"token object {token_uri}: {exc}")
         self.deleted = True
         if errors:
             raise EndpointError("Some endpoint resources could not be deleted (delete them in the SageMaker "
                                 "console to stop billing): " + "; ".join(errors))
+
+    def _token_uri(self, sm: Any) -> str | None:
+        """Where the model's Hugging Face token object is, read before the model (which names it) is deleted."""
+        from .endpoint_secrets import HF_TOKEN_URI_ENV
+
+        if not self.model_name:
+            return None
+        try:
+            described = sm.describe_model(ModelName=self.model_name)
+        except Exception:  # the model is gone already (or cannot be read): no object to find
+            return None
+        uri = (described.get("PrimaryContainer") or {}).get("Environment", {}).get(HF_TOKEN_URI_ENV)
+        return uri if isinstance(uri, str) and uri.startswith("s3://") else None
 
     def __enter__(self) -> Endpoint:
         return self
