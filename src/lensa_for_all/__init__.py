@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import *  # noqa: F403  (the errors are light and part of the public API)
 from .errors import __all__ as _error_names
-
 from .version import __version__
 
 # public name -> module that defines it. A name is listed only once its class exists.

@@ -53,11 +53,11 @@ def run_demo(out_dir: str | os.PathLike[str] = DEFAULT_DEMO_DIR, *, size: str = 
 
     Running it again reuses what is there (the model folder and every finished stage).
     """
-    from .training.local import LocalBackend
     from .config import TrainingConfig
     from .cpu_threads import cpu_threads_for
     from .pipeline import Pipeline
     from .testing import make_tiny_sd
+    from .training.local import LocalBackend
     from .training.trainer import DreamBoothTrainer
 
     out = Path(out_dir)

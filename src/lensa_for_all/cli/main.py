@@ -11,9 +11,9 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from ..version import __version__
 from ..errors import LensaError, UsageError
 from ..quiet import configure_console
+from ..version import __version__
 
 # Exit codes, documented in docs/cli.md.
 EXIT_OK = 0

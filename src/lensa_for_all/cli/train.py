@@ -110,10 +110,10 @@ def _prepared(folder: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.progress import progress_bar
     from ..cpu_threads import cpu_threads_for
     from ..pipeline.plan import CLI_NAMES, check_training
     from ..quiet import LOG_FILE, library_output_to_file, route_library_output
+    from ..training.progress import progress_bar
     from ..training.trainer import DreamBoothTrainer
 
     route_library_output(verbose=args.verbose)
