@@ -6,10 +6,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from lensa_for_all.training.backend import Backend, TrainingResult
-from lensa_for_all.training.progress import TrainingProgress
 from lensa_for_all.config import TrainingConfig
 from lensa_for_all.pipeline.progress import RunProgress
+from lensa_for_all.training.backend import Backend, TrainingResult
+from lensa_for_all.training.progress import TrainingProgress
 from lensa_for_all.training.trainer import DreamBoothTrainer
 
 

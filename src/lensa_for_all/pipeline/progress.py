@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import IO, Any
 
-__all__ = ["RunProgress", "SilentProgress", "RichRunProgress", "STAGE_LABELS"]
+__all__ = ["RunProgress", "SilentProgress", "RichRunProgress", "STAGE_LABELS", "duration_text"]
 
 STAGE_LABELS = {"photos": "prepare photos", "train": "train", "generate": "generate avatars"}
 
@@ -71,7 +71,7 @@ class RichRunProgress(RunProgress):
             self._progress.remove_task(self._task)
             self._task = None
         label = STAGE_LABELS.get(stage, stage)
-        how = "reused from the earlier run" if reused else f"done in {_duration(seconds)}"
+        how = "reused from the earlier run" if reused else f"done in {duration_text(seconds)}"
         self.console.print(f"[green]\u2713[/green] {label}: {how}" + (f" ({detail})" if detail else ""),
                            soft_wrap=True, highlight=False)
 
@@ -85,7 +85,8 @@ class RichRunProgress(RunProgress):
             self._task = None
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
+    """``12.3 s``, ``4 min 05 s`` or ``1 h 02 min``."""
     seconds = float(seconds)
     if seconds < 60:
         return f"{seconds:.1f} s"

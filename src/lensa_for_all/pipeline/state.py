@@ -201,6 +201,10 @@ class RunState:
                       finished_at=_now())
         self.save()
 
+    def durations(self, names: Iterable[str]) -> dict[str, float]:
+        """Seconds each named stage took when it last ran (0 for a stage with no record)."""
+        return {name: float((self.stage(name) or {}).get("duration_s", 0.0)) for name in names}
+
     def forget(self, name: str) -> None:
         """Drop a stage's record (its inputs changed; it will run again)."""
         if self.data["stages"].pop(name, None) is not None:
