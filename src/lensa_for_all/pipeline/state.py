@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import write_json_atomic
+from ..digests import file_sha256
 from ..errors import RunStateError
 
 __all__ = ["RunState", "STATE_FILE", "fingerprint", "files_fingerprint", "file_check", "folder_checks",
@@ -35,17 +36,9 @@ def fingerprint(value: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def files_fingerprint(paths: Iterable[Path]) -> list[tuple[str, str]]:
     """(name, sha256) of each file, sorted by name: what a stage's input photos really are."""
-    return sorted((p.name, _sha256_file(p)) for p in paths)
+    return sorted((p.name, file_sha256(p)) for p in paths)
 
 
 _STAGE_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -75,7 +68,7 @@ def _shape_problem(data: Mapping[str, Any]) -> str | None:
 
 def file_check(path: Path) -> list[Any]:
     """``[size, sha256]`` of a stage output, recorded so a rerun can tell an intact file from a damaged one."""
-    return [path.stat().st_size, _sha256_file(path)]
+    return [path.stat().st_size, file_sha256(path)]
 
 
 def folder_checks(folder: Path) -> dict[str, list[Any]]:
@@ -98,7 +91,7 @@ def damaged_files(folder: Path, checks: Mapping[str, Any]) -> list[str]:
             continue
         if path.stat().st_size != size:
             bad.append(f"{name} ({path.stat().st_size} bytes, {size} written)")
-        elif _sha256_file(path) != digest:
+        elif file_sha256(path) != digest:
             bad.append(f"{name} (contents changed)")
     return bad
 
