@@ -247,3 +247,22 @@ def test_handler_defaults_are_local_generation_defaults(tiny_sd: Path) -> None:
     assert out["metadata"][0]["guidance_scale"] == local[0].guidance_scale
     served = EndpointResponse.from_json(json.dumps(out)).images[0].convert("RGB")
     assert served.tobytes() == local[0].image.convert("RGB").tobytes()
+
+
+def test_an_endpoint_renders_at_its_model_family_native_size(backend: SageMakerBackend, tmp_path: Path) -> None:
+    from lensa_for_all.backends.endpoint import FAMILY_TAG
+    from lensa_for_all.generation import AvatarModel
+    from lensa_for_all.training.backend import TrainingResult
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "lensa_manifest.json").write_text(json.dumps({"method": "lora", "model_family": "sdxl"}))
+    result = TrainingResult(output_dir=model_dir, artifact_uri=ARTIFACT, backend="sagemaker")
+    with backend.deploy(result, instance_type="ml.g4dn.xlarge") as sdxl, \
+            backend.deploy(ARTIFACT, instance_type="ml.g4dn.xlarge") as untagged:
+        assert sdxl.tags()[FAMILY_TAG] == "sdxl" and FAMILY_TAG not in untagged.tags()
+        # a client that knows only the name: SDXL at 1024 px, an endpoint without the tag at SD 1.x's 512
+        assert AvatarModel.from_endpoint(sdxl.name, region="us-east-1").default_size == (1024, 1024)
+        assert AvatarModel.from_endpoint(untagged.name, region="us-east-1").default_size == (512, 512)
+        assert AvatarModel.from_endpoint(sdxl.name, region="us-east-1", default_size=(768, 768)).default_size == (
+            768, 768)

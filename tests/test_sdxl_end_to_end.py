@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from lensa_for_all.backends import inference
 from lensa_for_all.cli.main import main
 from lensa_for_all.errors import TrainingJobFailed
+from lensa_for_all.generation import endpoint_handler as inference
 from pipeline_helpers import copy_sample_photos
 from sagemaker_helpers import make_png_folder, play_on_start
 

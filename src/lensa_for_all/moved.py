@@ -56,7 +56,7 @@ def warn_moved(old: str) -> None:
     """Warn that ``old`` moved, pointing at the line that imported it."""
     new = MOVED.get(old) or " and ".join(SPLIT[old])
     warnings.warn(f"{old} moved to {new} in lensa-for-all 0.2.0; the old path goes in {REMOVED_IN}. "
-                  f"Import from {new} (or from lensa_for_all).", DeprecationWarning, stacklevel=_caller_stacklevel())
+                  f"Import from {new}.", DeprecationWarning, stacklevel=_caller_stacklevel())
 
 
 def alias(old: str) -> ModuleType:

@@ -32,7 +32,12 @@ from .training_job import LIBRARY_TAG, unique_job_name
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
-__all__ = ["Endpoint", "EndpointResponse", "EndpointInfo", "AsyncInvocation", "list_endpoints", "GENERATE_PARAMS"]
+__all__ = ["Endpoint", "EndpointResponse", "EndpointInfo", "AsyncInvocation", "list_endpoints", "GENERATE_PARAMS",
+           "FAMILY_TAG"]
+
+# Tag on an endpoint deployed from a TrainingResult: the model family (``sd1``, ``sdxl``), so a client that knows
+# only the endpoint's name renders at the model's native size (see AvatarModel.from_endpoint).
+FAMILY_TAG = "lensa-for-all:family"
 
 logger = logging.getLogger(__name__)
 
@@ -339,6 +344,14 @@ class Endpoint:
                 logger.exception("endpoint teardown failed while handling another error")
 
     # ---- discovery -----------------------------------------------------------------------------------
+
+    def tags(self) -> dict[str, str]:
+        """The endpoint's tags (``DescribeEndpoint`` for its ARN, then ``ListTags``)."""
+        sm = self.session.client("sagemaker")
+        desc = self.session.call(sm.describe_endpoint, what=f"find endpoint {self.name}", EndpointName=self.name)
+        listed = self.session.call(sm.list_tags, what=f"read the tags of endpoint {self.name}",
+                                   ResourceArn=desc["EndpointArn"])
+        return {t["Key"]: t["Value"] for t in listed.get("Tags", [])}
 
     @classmethod
     def from_name(cls, name: str, *, session: AWSSession | None = None, region: str | None = None,

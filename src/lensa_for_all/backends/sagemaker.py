@@ -64,6 +64,18 @@ def container_extras(tmp: Path) -> list[tuple[str, Path]]:
             ("lensa_inference_requirements.txt", req)]
 
 
+def _model_family(result: TrainingResult) -> str | None:
+    """The family the trained model's manifest names (``sd1``, ``sdxl``), when its files are here."""
+    manifest = result.output_dir / "lensa_manifest.json" if result.output_dir is not None else None
+    if manifest is None or not manifest.is_file():
+        return None
+    try:
+        family = json.loads(manifest.read_text(encoding="utf-8")).get("model_family")
+    except (OSError, ValueError):
+        return None
+    return str(family) if family else None
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:30] or "run"
 
@@ -300,7 +312,7 @@ class SageMakerBackend(Backend):
         Returns an :class:`~lensa_for_all.backends.endpoint.Endpoint`; use it as a context manager so the
         endpoint, its config and model are deleted when you are done (an idle endpoint bills by the hour).
         """
-        from .endpoint import Endpoint
+        from .endpoint import FAMILY_TAG, Endpoint
 
         if image_uri is not None:
             check_image_uri(image_uri, "inference")
@@ -309,6 +321,10 @@ class SageMakerBackend(Backend):
             raise ConfigError("deploy() needs an s3://.../model.tar.gz URI or a TrainingResult that has one")
         bucket = self.aws.ensure_bucket(self.bucket, kms_key_id=self.kms_key_id)
         token = self._hf_token()
+        tags = dict(self.tags)
+        family = _model_family(artifacts) if isinstance(artifacts, TrainingResult) else None
+        if family:
+            tags[FAMILY_TAG] = family
         with botocore_debug_muted():
             return Endpoint.deploy(
                 self.aws, model_data_url=str(uri), role_arn=self.aws.resolve_role(self.role),
@@ -316,7 +332,7 @@ class SageMakerBackend(Backend):
                 image_uri=image_uri, async_s3_uri=str(S3Uri(bucket, f"{self.prefix}/async")),
                 # the token goes to an encrypted S3 object; describe_model shows only its URI
                 environment=stash_hf_token(self._store(bucket), self.prefix, token) if token else None,
-                tags=self.tags, kms_key_id=self.kms_key_id,
+                tags=tags, kms_key_id=self.kms_key_id,
             )
 
     # ---- internals ---------------------------------------------------------------------------------

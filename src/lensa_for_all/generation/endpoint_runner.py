@@ -6,6 +6,7 @@ metadata exactly as a local run would record them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -13,6 +14,8 @@ from ..errors import ConfigError, EndpointError
 from .job import Job
 
 __all__ = ["EndpointRunner", "endpoint_params", "ENDPOINT_JOB_FIELDS"]
+
+log = logging.getLogger(__name__)
 
 
 # The Job fields an endpoint request carries (the prompt goes in ``inputs``; the handler reads no LoRA scale or
@@ -33,7 +36,7 @@ class EndpointRunner:
     tokenizer = None
 
     def __init__(self, endpoint: Any, *, region: str | None = None,
-                 default_size: tuple[int, int] = (512, 512)) -> None:
+                 default_size: tuple[int, int] | None = None) -> None:
         from ..backends.endpoint import Endpoint
 
         if isinstance(endpoint, str):
@@ -42,7 +45,7 @@ class EndpointRunner:
             endpoint = Endpoint(endpoint, region=region)
         self.endpoint = endpoint
         self.name = f"endpoint:{endpoint.name}"
-        self.default_size = default_size
+        self.default_size = default_size or _native_size(endpoint)
 
     def auto_batch_size(self, width: int, height: int) -> int:
         return 1
@@ -60,3 +63,22 @@ class EndpointRunner:
                 )
             images.append(response.images[0].convert("RGB"))
         return images
+
+
+def _native_size(endpoint: Any) -> tuple[int, int]:
+    """The deployed model's native size, from the family tag ``SageMakerBackend.deploy`` puts on the endpoint.
+
+    An endpoint deployed from a bare ``s3://`` URI has no tag; it is taken for SD 1.x (512 px), as is one whose
+    tags cannot be read, with a warning that says how to choose the size.
+    """
+    from ..backends.endpoint import FAMILY_TAG
+    from ..families import FAMILIES, SD1
+
+    try:
+        family = FAMILIES.get(str(endpoint.tags().get(FAMILY_TAG, SD1.name)))
+    except Exception as exc:  # no permission for ListTags, a test double without tags(): keep working
+        log.warning("Could not read endpoint %s's tags (%s); rendering at 512 px. Pass default_size=(w, h) to "
+                    "AvatarModel.from_endpoint to choose.", getattr(endpoint, "name", endpoint), exc)
+        family = SD1
+    side = int((family or SD1).default_resolution)
+    return (side, side)

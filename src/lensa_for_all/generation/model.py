@@ -162,12 +162,14 @@ class AvatarModel:
     @classmethod
     def from_endpoint(cls, endpoint: Any, *, region: str | None = None, token: str | None = None,
                       subject_class: str | None = None, scheduler: str = DEFAULT_SCHEDULER,
-                      default_size: tuple[int, int] = (512, 512)) -> AvatarModel:
+                      default_size: tuple[int, int] | None = None) -> AvatarModel:
         """The same :meth:`generate` through a deployed SageMaker endpoint.
 
         ``endpoint`` is its name or a :class:`lensa_for_all.Endpoint` (use ``Endpoint.from_name`` for
         asynchronous endpoints). ``token``/``subject_class`` feed the prompt generator, since no
-        manifest is read locally. Needs the ``[aws]`` extra.
+        manifest is read locally. ``default_size`` defaults to the model family's native size (1024 px for
+        SDXL), read from the tag ``SageMakerBackend.deploy`` puts on the endpoint (512 px without one). Needs the
+        ``[aws]`` extra.
         """
         from .endpoint_runner import EndpointRunner
 
