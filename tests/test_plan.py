@@ -188,3 +188,23 @@ def test_precision_that_the_instance_cannot_run_is_refused(tiny_sd: Path, tmp_pa
                         capsys)
     assert code == EXIT_ERROR and "'bf16' does not run on ml.g4dn.xlarge (T4 GPUs have no bf16)" in err
     assert "--instance-type" in err and not (tmp_path / "out").exists()
+
+
+def test_likeness_early_stopping_without_the_extra_is_refused_before_training(
+        tiny_sd: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_aws: None) -> None:
+    from lensa_for_all import likeness
+    from lensa_for_all.errors import LikenessUnavailable
+    from lensa_for_all.pipeline.plan import check_training
+
+    monkeypatch.setattr(likeness, "is_available", lambda: False)  # as on a machine without the [likeness] extra
+    photos = copy_sample_photos(tmp_path / "me", n=4)
+    pipe = Pipeline.from_folder(photos, base_model=str(tiny_sd), run_dir=tmp_path / "run", progress=False,
+                                early_stopping=True, early_stopping_metric="likeness", validation_steps=2,
+                                validation_prompts=("a photo of ohwx person",))
+    with pytest.raises(LikenessUnavailable, match=r'lensa-for-all\[likeness\].*early_stopping_metric'):
+        pipe.plan(num_images=1)
+    with pytest.raises(LikenessUnavailable, match="face models"):
+        check_training(pipe.config, photos)
+    assert not (tmp_path / "run").exists()
+    pipe.trainer.config = pipe.config.replace(early_stopping_metric="fid")  # other metrics need nothing extra
+    pipe.plan(num_images=1)

@@ -24,6 +24,7 @@ from ..errors import (
     AWSConfigurationError,
     ConfigError,
     CostLimitExceeded,
+    LikenessUnavailable,
     ModelNotFoundError,
     PhotoSetError,
     UsageError,
@@ -166,6 +167,7 @@ def make_plan(pipeline: Pipeline, *, num_images: int, styles: Sequence[str] | No
                      "not change.")
     elif backend_kind == "local":
         device = _check_device(config, names, notes)
+        _check_extras(config)
         minutes = _local_minutes(config, count, device)
     elif backend_kind == "sagemaker":
         options = _sagemaker_options(pipeline)
@@ -194,6 +196,7 @@ def check_training(config: Any, photos: str | os.PathLike[str], *, backend: str 
         _check_aws(options, config, max(count, 1), names, notes)
     else:
         _check_device(config, names, notes)
+        _check_extras(config)
     return notes
 
 
@@ -345,6 +348,16 @@ def _check_device(config: Any, names: SettingNames, notes: list[str]) -> str:
         notes.append("No GPU found: training a full-size Stable Diffusion model on the CPU takes many hours. "
                      "Use a machine with a GPU, or --backend sagemaker.")
     return device
+
+
+def _check_extras(config: Any) -> None:
+    """Optional packages local training will import (a SageMaker job installs them in its container)."""
+    from ..likeness import INSTALL_HINT, is_available
+
+    if config.early_stopping and config.early_stopping_metric == "likeness" and not is_available():
+        raise LikenessUnavailable(f"Early stopping on likeness needs the face models: {INSTALL_HINT}. Or choose "
+                                  "another early_stopping_metric ('fid', 'subject_similarity'), or train on "
+                                  "SageMaker, whose job installs them.")
 
 
 def _local_minutes(config: Any, num_photos: int, device: str) -> float | None:
