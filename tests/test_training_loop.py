@@ -378,7 +378,7 @@ def test_lora_adapter_uses_configured_dropout_and_gaussian_init(tiny_sd: Path) -
         drop = layer.lora_dropout["default"]
         assert isinstance(drop, torch.nn.Dropout) and drop.p == 0.25
         assert bool((layer.lora_B["default"].weight == 0).all())
-        a = layer.lora_A["default"].weight
+        a = layer.lora_A["default"].weight.detach()
         # gaussian init: std 1/rank, not kaiming-uniform's bounded values
         assert abs(float(a.std()) - 1 / 4) < 0.1
 
