@@ -208,3 +208,7 @@ def test_likeness_early_stopping_without_the_extra_is_refused_before_training(
     assert not (tmp_path / "run").exists()
     pipe.trainer.config = pipe.config.replace(early_stopping_metric="fid")  # other metrics need nothing extra
     pipe.plan(num_images=1)
+    # a plan is remade when the settings change between calls, not served from the last one
+    pipe.trainer.config = pipe.config.replace(early_stopping_metric="likeness")
+    with pytest.raises(LikenessUnavailable):
+        pipe.plan(num_images=1)

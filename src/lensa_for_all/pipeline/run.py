@@ -99,7 +99,7 @@ class Pipeline:
         self.subject_class = subject_class or self.config.subject_class
         # person, pet or object for a class not in lensa_for_all.subjects' table (None: the table decides)
         self.subject_kind = subject_kind
-        self._planned: tuple[RunRequest, RunPlan] | None = None
+        self._planned: tuple[tuple[Any, ...], RunPlan] | None = None
         if backend is None:
             backend = trainer.backend if trainer.backend is not None else "local"
         if isinstance(backend, str) and backend not in ("local", "sagemaker"):
@@ -295,12 +295,15 @@ class Pipeline:
         """The plan of ``request``, made once: the CLI plans, then runs the same request."""
         from .plan import PYTHON_NAMES, make_plan
 
-        if self._planned is not None and self._planned[0] == request:
+        # the same request on the same settings (the trainer's config or the backend may be replaced between calls)
+        key = (request, self.config, self._backend_spec if isinstance(self._backend_spec, str)
+               else id(self._backend_spec))
+        if self._planned is not None and self._planned[0] == key:
             return self._planned[1]
         run_dir, out = self._folders(request)
         plan = make_plan(self, num_images=request.num_images, styles=request.styles, run_dir=run_dir, out_dir=out,
                          names=names or PYTHON_NAMES)
-        self._planned = (request, plan)
+        self._planned = (key, plan)
         return plan
 
     def _photos_stage(self, state: RunState, run_dir: Path) -> dict[str, Any]:
