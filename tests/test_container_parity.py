@@ -4,9 +4,9 @@ For the default training image and the default inference image (``backends/conta
 virtual environment with the image's Python and the packages it preinstalls (at the image's versions)
 gets the packaged ``requirements.txt`` installed exactly as the container does, then ``pip check``. The
 training jobs go through ``SageMakerBackend`` on moto with the played container running that Python
-(LoRA; full fine-tune; LoRA + text encoder + prior preservation), and the endpoint handler
-(``model_fn``/``input_fn``/``predict_fn``/``output_fn``) serves each artifact in the inference stand-in,
-with no weight newly initialised. A full artifact is also loaded by transformers 4.57 and 5.5.
+(LoRA; full fine-tune; LoRA + text encoder + prior preservation; SDXL LoRA + both text encoders), and
+the endpoint handler (``model_fn``/``input_fn``/``predict_fn``/``output_fn``) serves each artifact in the
+inference stand-in, with no weight newly initialised. A full artifact is also loaded by transformers 4.57 and 5.5.
 
 The stand-ins are cached (``lensa_for_all.testing.container_env``), keyed by what they hold; the first
 build downloads each image's torch (a CUDA build, run on the CPU).
@@ -40,6 +40,8 @@ JOBS: dict[str, dict[str, Any]] = {
     "full": dict(method="full", train_text_encoder=True, with_prior_preservation=False),
     "lora-te-prior": dict(method="lora", train_text_encoder=True, with_prior_preservation=True,
                           num_class_images=2, class_image_inference_steps=1, class_image_batch_size=2),
+    # SDXL (two text encoders, pooled embeddings, micro-conditioning) on the tiny SDXL
+    "sdxl-lora-te": dict(method="lora", train_text_encoder=True, with_prior_preservation=False),
 }
 
 
@@ -192,6 +194,7 @@ _SERVE = textwrap.dedent("""
     print(json.dumps({"images": len(answer["images"]), "seeds": answer["seeds"], "scheduler":
                       answer["parameters"]["scheduler"], "messages": messages, "te_equal": te_equal,
                       "library": lensa_for_all.__file__, "transformers": transformers.__version__,
+                      "pipeline": type(model.pipeline).__name__,
                       "diffusers": diffusers.__version__}))
 """)
 
@@ -200,8 +203,9 @@ _SERVE = textwrap.dedent("""
 @pytest.mark.parametrize("job", list(JOBS))
 def test_job_trains_in_the_training_image_and_serves_in_the_inference_image(
         job: str, training_env: ContainerEnv, inference_env: ContainerEnv, aws_env: str, tiny_sd: Path,
-        tmp_path: Path) -> None:
-    source = _source_dir(tiny_sd, job, tmp_path / "src")
+        tiny_sdxl: Path, tmp_path: Path) -> None:
+    sdxl = job.startswith("sdxl")
+    source = _source_dir(tiny_sdxl if sdxl else tiny_sd, job, tmp_path / "src")
     photos = make_png_folder(tmp_path / "photos", count=4, size=72)
     backend = _backend()
     play_on_start(backend, tmp_path / "container", python=str(training_env.python))
@@ -212,6 +216,7 @@ def test_job_trains_in_the_training_image_and_serves_in_the_inference_image(
     assert "lensa launcher" in container_log and "Traceback" not in container_log
     manifest = json.loads((out / "lensa_manifest.json").read_text())
     assert manifest["method"] == JOBS[job]["method"] and manifest["steps"] == 2
+    assert manifest["model_family"] == ("sdxl" if sdxl else "sd1")
     assert (out / "code" / "inference.py").is_file() and (out / "code" / "lensa_for_all" / "generation").is_dir()
     assert (out / "code" / "requirements.txt").read_text() == "".join(f"{d}=={v}\n" for d, v in PINNED.items())
     if JOBS[job]["method"] == "full":
@@ -223,6 +228,7 @@ def test_job_trains_in_the_training_image_and_serves_in_the_inference_image(
     assert served.returncode == 0, served.stderr[-4000:]
     report = json.loads(served.stdout.strip().splitlines()[-1])
     assert report["images"] == 1 and report["seeds"] == [1] and report["scheduler"] == "dpmpp_2m_karras"
+    assert report["pipeline"] == ("StableDiffusionXLPipeline" if sdxl else "StableDiffusionPipeline")
     assert report["library"].startswith(str(out / "code")), report["library"]
     assert report["transformers"] == PINNED["transformers"] and report["diffusers"] == PINNED["diffusers"]
     noisy = [m for m in report["messages"] + served.stderr.splitlines() if any(s in m for s in NEWLY_INITIALISED)]
