@@ -62,3 +62,33 @@ def test_verbose_shows_everything(console: object, capsys: pytest.CaptureFixture
     err = capsys.readouterr().err
     assert "WARNING transformers.utils.import_utils: requires torchvision" in err
     assert "DEBUG lensa_for_all.training.local: argv" in err
+
+
+def test_library_bars_off_hides_model_loading_bars_and_restores_them(tiny_sd: Path,
+                                                                     capfd: pytest.CaptureFixture[str]) -> None:
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    from lensa_for_all.generation import AvatarModel
+    from lensa_for_all.quiet import library_bars_off
+
+    # an earlier in-process CLI test may have turned the bars off for good (route_library_output): start from
+    # the libraries' defaults, and leave the switches as they were found
+    before = (diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled(),
+              are_progress_bars_disabled())
+    diffusers_logging.enable_progress_bar()
+    transformers_logging.enable_progress_bar()
+    enable_progress_bars()
+    try:
+        AvatarModel.load(str(tiny_sd))
+        assert "Loading pipeline components" in capfd.readouterr().err  # diffusers' default: the bar shows
+        with library_bars_off():
+            AvatarModel.load(str(tiny_sd))
+        assert "Loading pipeline components" not in capfd.readouterr().err
+        assert diffusers_logging.is_progress_bar_enabled() and transformers_logging.is_progress_bar_enabled()
+        assert not are_progress_bars_disabled()  # switched back on after the block
+    finally:
+        for module, enabled in ((diffusers_logging, before[0]), (transformers_logging, before[1])):
+            (module.enable_progress_bar if enabled else module.disable_progress_bar)()
+        (disable_progress_bars if before[2] else enable_progress_bars)()

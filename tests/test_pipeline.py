@@ -55,8 +55,8 @@ def _prompt(path: Path) -> tuple[str, int]:
 
 
 @pytest.mark.slow
-def test_whole_run_through_local_backend_then_rerun_reuses_everything(tiny_sd: Path, photos: Path,
-                                                                      tmp_path: Path) -> None:
+def test_whole_run_through_local_backend_then_rerun_reuses_everything(tiny_sd: Path, photos: Path, tmp_path: Path,
+                                                                      capfd: pytest.CaptureFixture[str]) -> None:
     from PIL import Image
 
     from lensa_for_all.generation.pack import read_png_parameters
@@ -66,6 +66,8 @@ def test_whole_run_through_local_backend_then_rerun_reuses_everything(tiny_sd: P
     out = tmp_path / "avatars"
     pipe = Pipeline(photos, trainer=trainer, progress=progress)
     result = pipe.run(num_images=3, styles=["corporate_headshot"], out_dir=out, seed=11, **GEN)
+    err = capfd.readouterr().err  # the run's own progress object got the events; the libraries' bars stayed off
+    assert "Loading pipeline components" not in err and "Loading weights" not in err
 
     assert isinstance(result, PipelineResult) and result.run_dir == out / "run"
     assert trainer.calls == 1 and result.reused == () and result.num_photos == 4 and result.num_rejected == 0

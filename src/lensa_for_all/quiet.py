@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LOG_FILE", "TRANSLATIONS", "configure_console", "library_output_to_file", "route_library_output"]
+__all__ = ["LOG_FILE", "TRANSLATIONS", "configure_console", "library_bars_off", "library_output_to_file",
+           "route_library_output"]
 
 LOG_FILE = "lensa.log"
 """Name of the log file the command line writes into the run folder."""
@@ -157,3 +158,30 @@ def library_output_to_file(log_file: str | os.PathLike[str] | None, *, verbose: 
         if handler is not None:
             logging.getLogger().removeHandler(handler)
             handler.close()
+
+
+@contextlib.contextmanager
+def library_bars_off() -> Iterator[None]:
+    """diffusers', transformers' and the Hub's own progress bars off for a block, then as they were.
+
+    For library callers that draw their own progress (``Pipeline``) or none (``progress=False``): a model load
+    would otherwise print "Loading pipeline components" and "Loading weights" bars into their output.
+    """
+    import importlib
+
+    restore = []
+    for module in ("diffusers.utils.logging", "transformers.utils.logging"):
+        hf_logging = importlib.import_module(module)
+        if hf_logging.is_progress_bar_enabled():
+            hf_logging.disable_progress_bar()
+            restore.append(hf_logging.enable_progress_bar)
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    if not are_progress_bars_disabled():
+        disable_progress_bars()
+        restore.append(enable_progress_bars)
+    try:
+        yield
+    finally:
+        for enable in restore:
+            enable()

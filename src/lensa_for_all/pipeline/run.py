@@ -348,6 +348,7 @@ class Pipeline:
                         request: RunRequest) -> dict[str, Any]:
         """Render the avatars with the trained model into ``out``, keeping those an interrupted run finished."""
         from ..generation import AvatarModel
+        from ..quiet import library_bars_off
         from .rendering import render_avatars
 
         fp = self._generation_fingerprint(state, request, out)
@@ -358,7 +359,8 @@ class Pipeline:
         self._drop_if_changed(state, "generate", fp, "The model or the generation settings changed: rendering the "
                               "avatars again.", discard=lambda r: remove_avatars(r, out))
         started = self._start(state, "generate", fp, total=request.num_images)
-        model = AvatarModel.load(train["model"], **request.load_options)
+        with library_bars_off():  # the run's own progress shows the stage; no loading bars inside it
+            model = AvatarModel.load(train["model"], **request.load_options)
         outputs = render_avatars(model, request, state, fp, out, self.progress,
                                  lambda seed: self._prompts_for(model, request, seed))
         return self._finish(state, "generate", outputs, started, f"{len(outputs['files'])} avatars")
