@@ -33,6 +33,8 @@ def register(subparsers: Any) -> None:
     run.add_argument("--steps", type=int, help="training steps (default: from the number of photos)")
     run.add_argument("--base-model", metavar="ID|PATH", help="Hub id or local folder of an SD 1.x/2.x pipeline")
     run.add_argument("--seed", type=int, help="seed of the first avatar (default: random, kept on resume)")
+    run.add_argument("--keep-best", type=int, metavar="N",
+                     help="render NUM_IMAGES candidates and keep the N most like the subject (needs [likeness])")
     run.add_argument("--run-dir", metavar="DIR", help="run folder for the state, prepared photos and model")
     run.add_argument("--config", metavar="FILE", help="TOML settings file (default ./lensa.toml or the user file)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its own settings")
@@ -130,8 +132,11 @@ def _pipeline_and_arguments(args: argparse.Namespace) -> tuple[Any, dict[str, An
         method=settings.method, base_model=settings.base_model, steps=settings.steps, run_dir=settings.run_dir,
         sagemaker=settings.sagemaker, progress=not args.quiet, **dict(settings.training),
     )
-    return pipeline, {"num_images": settings.num_images, "styles": list(settings.styles) or None,
-                      "out_dir": settings.out, "seed": settings.seed, **dict(settings.generation)}
+    arguments = {"num_images": settings.num_images, "styles": list(settings.styles) or None, "out_dir": settings.out,
+                 "seed": settings.seed, **dict(settings.generation)}
+    if args.keep_best is not None:
+        arguments["keep_best"] = args.keep_best
+    return pipeline, arguments
 
 
 def run_run(args: argparse.Namespace) -> int:

@@ -139,7 +139,7 @@ class RunPlan:
 
 
 def make_plan(pipeline: Pipeline, *, num_images: int, styles: Sequence[str] | None, run_dir: Path, out_dir: Path,
-              names: SettingNames = PYTHON_NAMES) -> RunPlan:
+              names: SettingNames = PYTHON_NAMES, keep_best: int | None = None) -> RunPlan:
     """Check everything ``pipeline.run`` will need (see the module docstring); raise the first problem."""
     from ..config import TrainingConfig
     from ..subjects import resolve_subject
@@ -150,6 +150,14 @@ def make_plan(pipeline: Pipeline, *, num_images: int, styles: Sequence[str] | No
     subject = resolve_subject(pipeline.subject_class, getattr(pipeline, "subject_kind", None),
                               class_option=names.subject_class, kind_option=names.subject_kind)
     chosen_styles = _check_styles(pipeline, styles, subject, names)
+    if keep_best is not None:  # avatars are picked on this machine, whatever the backend
+        from ..likeness import INSTALL_HINT, is_available
+
+        if not is_available():
+            raise LikenessUnavailable(f"keep_best picks avatars by face likeness, which needs the face models: "
+                                      f"{INSTALL_HINT}.")
+        notes.append(f"{num_images} candidates are rendered in the run folder; the {keep_best} most like the "
+                     "subject's photos are kept.")
     config: TrainingConfig = pipeline.config
     steps = config.resolve_max_train_steps(count)
     backend_kind = _backend_kind(pipeline)

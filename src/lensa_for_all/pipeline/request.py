@@ -44,11 +44,12 @@ class RunRequest:
     seed: int | None
     magic: bool | str
     generation: Mapping[str, Any]
+    keep_best: int | None = None  # keep the N of the num_images candidates most like the subject
 
     @classmethod
     def build(cls, num_images: int, styles: Sequence[str] | None, out_dir: str | os.PathLike[str] | None, *,
               seed: int | None, magic: bool | str, batch_size: int | None,
-              generation: Mapping[str, Any]) -> RunRequest:
+              generation: Mapping[str, Any], keep_best: int | None = None) -> RunRequest:
         """Check the arguments; the first problem raises a :class:`ConfigError` that names the setting."""
         unknown = sorted(set(generation) - GENERATION_KEYS)
         if unknown:
@@ -58,15 +59,19 @@ class RunRequest:
             raise ConfigError(f"num_images must be at least 1, not {num_images}")
         if seed is not None and not 0 <= seed < MAX_SEED:
             raise ConfigError(f"seed must be between 0 and {MAX_SEED - 1}, not {seed}")
+        if keep_best is not None and not 1 <= keep_best <= num_images:
+            raise ConfigError(f"keep_best={keep_best} keeps the best of num_images={num_images} candidates: it must be "
+                              "between 1 and num_images (2-3 candidates per avatar kept pick better ones).")
         settings = dict(generation)
         if batch_size is not None:
             settings["batch_size"] = batch_size
-        return cls(num_images, styles, out_dir, seed, magic, settings)
+        return cls(num_images, styles, out_dir, seed, magic, settings, keep_best)
 
     def arguments(self, out: Path) -> dict[str, Any]:
         """The keywords of :meth:`Pipeline.run` as the run state records them (``out``: the avatar folder)."""
+        keep = {"keep_best": self.keep_best} if self.keep_best is not None else {}  # runs without it: as before
         return {"num_images": self.num_images, "styles": list(self.styles) if self.styles else None,
-                "out_dir": str(out.resolve()), "seed": self.seed, "magic": self.magic, **self.generation}
+                "out_dir": str(out.resolve()), "seed": self.seed, "magic": self.magic, **self.generation, **keep}
 
     @property
     def load_options(self) -> dict[str, Any]:

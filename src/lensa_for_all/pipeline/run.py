@@ -245,7 +245,7 @@ class Pipeline:
 
     def run(self, num_images: int = 40, styles: Sequence[str] | None = None,
             out_dir: str | os.PathLike[str] | None = None, *, seed: int | None = None, magic: bool | str = False,
-            batch_size: int | None = None, **generation: Any) -> PipelineResult:
+            batch_size: int | None = None, keep_best: int | None = None, **generation: Any) -> PipelineResult:
         """Prepare the photos, train, and render ``num_images`` avatars in ``styles`` into ``out_dir``.
 
         ``out_dir`` defaults to ``<run_dir>/avatars``; ``run_dir`` (set on the pipeline) defaults to
@@ -255,9 +255,12 @@ class Pipeline:
         again reuses every stage whose inputs did not change. Ctrl-C raises ``KeyboardInterrupt`` after
         saving the state; run again (or :meth:`resume`) to continue. Everything is checked first
         (:meth:`plan`), so a bad setting fails in seconds, before any file is written.
+
+        ``keep_best=N`` (needs the ``[likeness]`` extra) renders the ``num_images`` avatars as candidates in the
+        run folder and keeps in ``out_dir`` the ``N`` whose faces are most like the subject's photos.
         """
         request = RunRequest.build(num_images, styles, out_dir, seed=seed, magic=magic, batch_size=batch_size,
-                                   generation=generation)
+                                   generation=generation, keep_best=keep_best)
         self._plan(request)
         run_dir, out = self._folders(request)
         # one process per run folder (and output folder): a second run fails at once, naming the first
@@ -268,7 +271,7 @@ class Pipeline:
             try:
                 photos = self._photos_stage(state, run_dir)
                 train = self._train_stage(state, run_dir, photos)
-                avatars = self._generate_stage(state, out, train, request)
+                avatars = self._generate_stage(state, run_dir, out, train, request)
             finally:
                 self.progress.close()
             state.set_run(last_run_s=round(time.monotonic() - started, 3))
@@ -280,7 +283,8 @@ class Pipeline:
 
     def plan(self, num_images: int = 40, styles: Sequence[str] | None = None,
              out_dir: str | os.PathLike[str] | None = None, *, seed: int | None = None, magic: bool | str = False,
-             batch_size: int | None = None, names: SettingNames | None = None, **generation: Any) -> RunPlan:
+             batch_size: int | None = None, keep_best: int | None = None, names: SettingNames | None = None,
+             **generation: Any) -> RunPlan:
         """Check everything :meth:`run` with these arguments will need, and say what it will do; write nothing.
 
         Checks the run folder, photo folder, subject class, styles, base model, device, and for SageMaker
@@ -289,7 +293,7 @@ class Pipeline:
         name the settings (``lensa_for_all.pipeline.plan.CLI_NAMES`` for the command line).
         """
         return self._plan(RunRequest.build(num_images, styles, out_dir, seed=seed, magic=magic,
-                                           batch_size=batch_size, generation=generation), names)
+                                           batch_size=batch_size, generation=generation, keep_best=keep_best), names)
 
     def _plan(self, request: RunRequest, names: SettingNames | None = None) -> RunPlan:
         """The plan of ``request``, made once: the CLI plans, then runs the same request."""
@@ -302,7 +306,7 @@ class Pipeline:
             return self._planned[1]
         run_dir, out = self._folders(request)
         plan = make_plan(self, num_images=request.num_images, styles=request.styles, run_dir=run_dir, out_dir=out,
-                         names=names or PYTHON_NAMES)
+                         names=names or PYTHON_NAMES, keep_best=request.keep_best)
         self._planned = (key, plan)
         return plan
 
@@ -344,25 +348,33 @@ class Pipeline:
                                f"{steps} steps" if steps is not None else "")
         return {**outputs, "model": model_source(run_dir, outputs)}
 
-    def _generate_stage(self, state: RunState, out: Path, train: Mapping[str, Any],
+    def _generate_stage(self, state: RunState, run_dir: Path, out: Path, train: Mapping[str, Any],
                         request: RunRequest) -> dict[str, Any]:
-        """Render the avatars with the trained model into ``out``, keeping those an interrupted run finished."""
+        """Render the avatars with the trained model into ``out``, keeping those an interrupted run finished
+        (with ``keep_best``: render candidates in the run folder and keep the most alike in ``out``)."""
         from ..generation import AvatarModel
         from ..quiet import library_bars_off
         from .rendering import render_avatars
+        from .selection import CANDIDATES_DIR, keep_most_alike, remove_candidates
 
         fp = self._generation_fingerprint(state, request, out)
         record = self._reusable(state, "generate", fp, lambda r: damaged_avatars(out, r),
                                 "Avatars missing or damaged ({}): rendering only those again.")
         if record is not None:
             return {**record["outputs"], "reused": True}
+        def discard(record: Mapping[str, Any]) -> None:
+            remove_avatars(record, out)
+            remove_candidates(run_dir)
+
         self._drop_if_changed(state, "generate", fp, "The model or the generation settings changed: rendering the "
-                              "avatars again.", discard=lambda r: remove_avatars(r, out))
+                              "avatars again.", discard=discard)
         started = self._start(state, "generate", fp, total=request.num_images)
         with library_bars_off():  # the run's own progress shows the stage; no loading bars inside it
             model = AvatarModel.load(train["model"], **request.load_options)
-        outputs = render_avatars(model, request, state, fp, out, self.progress,
-                                 lambda seed: self._prompts_for(model, request, seed))
+        outputs = render_avatars(model, request, state, fp, run_dir / CANDIDATES_DIR if request.keep_best else out,
+                                 self.progress, lambda seed: self._prompts_for(model, request, seed))
+        if request.keep_best:
+            outputs = keep_most_alike(outputs, request.keep_best, self._references(state, run_dir), out, state, fp)
         return self._finish(state, "generate", outputs, started, f"{len(outputs['files'])} avatars")
 
     # -- what every stage does: reuse, start afresh, start, finish ------------------------------------------
@@ -533,6 +545,13 @@ class Pipeline:
         return fingerprint({"model": train_record.get("fingerprint"), "trained_at": train_record.get("finished_at"),
                             "prompts": prompt_fingerprint(self.prompts, self._recorded_prompts),
                             **request.arguments(out)})
+
+    def _references(self, state: RunState, run_dir: Path) -> Any:
+        """The subject's photos to compare faces with: the accepted originals (full size, better faces than the
+        training crops), or the prepared photos when the originals are gone."""
+        sources = ((state.stage("photos") or {}).get("outputs") or {}).get("sources") or []
+        present = [Path(s) for s in sources if Path(s).is_file()]
+        return present or run_dir / PHOTOS_DIR
 
     def _prompts_for(self, model: Any, request: RunRequest, seed: int) -> list[Prompt]:
         return choose_prompts(self.prompts, model, request.num_images, styles=request.styles, magic=request.magic,

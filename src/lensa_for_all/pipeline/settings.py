@@ -27,7 +27,7 @@ METHODS = ("lora", "full")
 # AvatarModel.generate / AvatarModel.load keywords a config file's [generation] table may set.
 GENERATION_KEYS = frozenset({
     "num_inference_steps", "guidance_scale", "scheduler", "width", "height", "negative_prompt", "lora_scale",
-    "batch_size", "device", "dtype", "magic",
+    "batch_size", "device", "dtype", "magic", "keep_best",
 })
 # SageMakerBackend keywords a config file's [sagemaker] table may set.
 SAGEMAKER_KEYS = frozenset({
