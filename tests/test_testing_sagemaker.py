@@ -38,3 +38,22 @@ def test_a_failed_container_is_a_failed_job_with_its_reason(aws_env: str, tmp_pa
         backend.run(make_fake_source_dir(tmp_path / "src"), {"instance": make_png_folder(tmp_path / "ph")},
                     tmp_path / "model")
     assert not (tmp_path / "model" / "weights.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_a_pipeline_on_the_offline_sagemaker_is_planned_trained_and_rendered(aws_env: str, tiny_sd: Path,
+                                                                            tmp_path: Path) -> None:
+    """What docs/testing.md shows an app's test doing: the whole run, SageMaker part played on moto."""
+    from lensa_for_all import Pipeline
+    from pipeline_helpers import copy_sample_photos
+
+    backend = _backend(tmp_path)
+    pipeline = Pipeline.from_folder(copy_sample_photos(tmp_path / "me", n=4), backend=backend,
+                                    base_model=str(tiny_sd), run_dir=tmp_path / "run", progress=False, resolution=64,
+                                    max_train_steps=2, lora_rank=4, mixed_precision="no",
+                                    with_prior_preservation=False, train_text_encoder=False)
+    plan = pipeline.plan(num_images=1)
+    assert plan.backend == "sagemaker" and plan.estimate is not None  # checked as SageMaker: account, cost, ...
+    result = pipeline.run(num_images=1, num_inference_steps=2, seed=1)
+    assert result.backend == "sagemaker" and result.job_name in backend.played
+    assert backend.played[result.job_name].returncode == 0 and len(result.avatars) == 1

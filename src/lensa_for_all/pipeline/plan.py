@@ -279,11 +279,12 @@ def _backend_kind(pipeline: Pipeline) -> str | None:
     spec: Any = pipeline._backend_spec
     if isinstance(spec, str):
         return spec
+    from ..backends.sagemaker import SageMakerBackend  # light: boto3 is imported when AWS is first called
     from ..training.local import LocalBackend
 
     if isinstance(spec, LocalBackend):
         return "local"
-    if type(spec).__name__ == "SageMakerBackend" and getattr(spec, "name", "") == "sagemaker":
+    if isinstance(spec, SageMakerBackend):  # subclasses too, e.g. the test kit's OfflineSageMakerBackend
         return "sagemaker"
     return None
 
