@@ -84,7 +84,7 @@ def test_the_loop_feeds_the_class_images_to_the_loss(tiny_sd: Path, photos: Path
 
     def spy(self: Any, inst: Any, cls: Any, *args: Any, **kwargs: Any) -> Any:
         loss = real(self, inst, cls, *args, **kwargs)
-        seen.append((cls, float(loss)))
+        seen.append((cls, float(loss.detach())))
         return loss
 
     monkeypatch.setattr(loop._Run, "_loss", spy)
