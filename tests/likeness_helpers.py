@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +92,27 @@ def face_square(name: str, seed: int, side: int) -> Any:
     cx, cy = face.box.centre
     square = shot.crop((round(cx - half), round(cy - half), round(cx + half), round(cy + half)))
     return square.resize((side, side), Image.Resampling.LANCZOS)
+
+
+PEOPLE = ("astronaut", "hopper", "coelho")
+
+
+class ScriptedRunner:
+    """A 'model' whose image for seed s is a shot of PEOPLE[s % 3]: a third of the candidates are the subject
+    (seeds 0, 3, ...). ``rendered`` lists the seeds it rendered."""
+
+    name = "scripted"
+    default_size = (256, 256)
+    is_lora = False
+    tokenizer = None
+
+    def __init__(self, batch_size: int = 2) -> None:
+        self.rendered: list[int] = []
+        self.batch_size = batch_size
+
+    def auto_batch_size(self, width: int, height: int) -> int:
+        return self.batch_size
+
+    def run(self, jobs: Sequence[Any], *, callback_on_step_end: Any = None) -> list[Any]:
+        self.rendered += [job.seed for job in jobs]
+        return [augmented(portrait(PEOPLE[job.seed % 3]), 100 + job.seed, size=(448, 512)) for job in jobs]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,28 +10,7 @@ import pytest
 
 from lensa_for_all.errors import ConfigError, LikenessUnavailable
 from lensa_for_all.generation import AvatarModel
-from likeness_helpers import augmented, needs_likeness, portrait, write_set
-
-PEOPLE = ("astronaut", "hopper", "coelho")
-
-
-class _ScriptedRunner:
-    """A 'model' whose image for seed s is a shot of PEOPLE[s % 3]: a third of the candidates are the subject."""
-
-    name = "scripted"
-    default_size = (256, 256)
-    is_lora = False
-    tokenizer = None
-
-    def __init__(self) -> None:
-        self.rendered: list[int] = []
-
-    def auto_batch_size(self, width: int, height: int) -> int:
-        return 2
-
-    def run(self, jobs: Sequence[Any], *, callback_on_step_end: Any = None) -> list[Any]:
-        self.rendered += [job.seed for job in jobs]
-        return [augmented(portrait(PEOPLE[job.seed % 3]), 100 + job.seed, size=(448, 512)) for job in jobs]
+from likeness_helpers import ScriptedRunner, needs_likeness, write_set
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +23,7 @@ def subject_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_keep_best_keeps_the_subject_and_records_scores(subject_photos: Path, tmp_path: Path) -> None:
-    runner = _ScriptedRunner()
+    runner = ScriptedRunner()
     model = AvatarModel(runner, name="scripted", manifest={"token": "ohwx", "subject_class": "woman"})
     seen: list[Any] = []
     out = tmp_path / "pack"
@@ -74,7 +52,7 @@ def test_keep_best_scores_other_people_lower(subject_photos: Path) -> None:
     from lensa_for_all.generation.best import pick_best
     from lensa_for_all.likeness import FaceIdentity
 
-    model = AvatarModel(_ScriptedRunner(), name="scripted", manifest={"token": "ohwx", "subject_class": "woman"})
+    model = AvatarModel(ScriptedRunner(), name="scripted", manifest={"token": "ohwx", "subject_class": "woman"})
     candidates = model.generate("ohwx woman", 3, seed=0)
     identity = FaceIdentity()
     refs = identity.references(sorted(subject_photos.iterdir()))
@@ -84,7 +62,7 @@ def test_keep_best_scores_other_people_lower(subject_photos: Path) -> None:
 
 
 def test_keep_best_arguments_are_checked_before_rendering(subject_photos: Path) -> None:
-    runner = _ScriptedRunner()
+    runner = ScriptedRunner()
     model = AvatarModel(runner, name="scripted", manifest={"token": "ohwx", "subject_class": "woman"})
     with pytest.raises(ConfigError, match="references="):
         model.generate("ohwx woman", 4, keep_best=2)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,35 +12,14 @@ from lensa_for_all import Pipeline
 from lensa_for_all.errors import ConfigError, LikenessUnavailable
 from lensa_for_all.generation import AvatarModel
 from lensa_for_all.training.trainer import DreamBoothTrainer
-from likeness_helpers import augmented, needs_likeness, portrait, write_set
+from likeness_helpers import ScriptedRunner, needs_likeness, write_set
 from pipeline_helpers import fast_config
-
-PEOPLE = ("astronaut", "hopper", "coelho")
-
-
-class _ScriptedRunner:
-    """Stands in for the trained model: the image for seed s is a shot of PEOPLE[s % 3] (the subject: 0, 3, ...)."""
-
-    name = "scripted"
-    default_size = (256, 256)
-    is_lora = False
-    tokenizer = None
-
-    def __init__(self) -> None:
-        self.rendered: list[int] = []
-
-    def auto_batch_size(self, width: int, height: int) -> int:
-        return 1
-
-    def run(self, jobs: Sequence[Any], *, callback_on_step_end: Any = None) -> list[Any]:
-        self.rendered += [job.seed for job in jobs]
-        return [augmented(portrait(PEOPLE[job.seed % 3]), 100 + job.seed, size=(448, 512)) for job in jobs]
 
 
 @pytest.fixture
-def scripted(monkeypatch: pytest.MonkeyPatch) -> _ScriptedRunner:
+def scripted(monkeypatch: pytest.MonkeyPatch) -> ScriptedRunner:
     needs_likeness()
-    runner = _ScriptedRunner()
+    runner = ScriptedRunner(batch_size=1)
 
     def load(cls: Any, source: Any, **_: Any) -> AvatarModel:  # the pipeline's generate stage loads this
         return AvatarModel(runner, name="scripted", manifest={"token": "ohwx", "subject_class": "woman"})
@@ -52,7 +30,7 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> _ScriptedRunner:
 
 @pytest.mark.slow
 def test_run_keeps_the_candidates_most_like_the_subject_and_picks_again_without_rendering(
-        tiny_sd: Path, tmp_path: Path, scripted: _ScriptedRunner) -> None:
+        tiny_sd: Path, tmp_path: Path, scripted: ScriptedRunner) -> None:
     photos = tmp_path / "astronaut"
     write_set(photos, ["astronaut"] * 4, seed=40)
     out = tmp_path / "avatars"
