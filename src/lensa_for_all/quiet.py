@@ -20,6 +20,9 @@ from typing import Any
 __all__ = ["LOG_FILE", "TRANSLATIONS", "configure_console", "library_bars_off", "library_output_to_file",
            "route_library_output"]
 
+# the libraries whose own logging (and progress bars) we route or switch off
+_HF_LOGGING_MODULES = ("diffusers.utils.logging", "transformers.utils.logging")
+
 LOG_FILE = "lensa.log"
 """Name of the log file the command line writes into the run folder."""
 
@@ -120,7 +123,7 @@ def route_library_output(*, verbose: bool = False) -> None:
 
     Call it before a command loads models, so even the first load prints nothing of theirs.
     """
-    for module in ("diffusers.utils.logging", "transformers.utils.logging"):
+    for module in _HF_LOGGING_MODULES:
         try:
             hf_logging = __import__(module, fromlist=["_"])
         except ImportError:  # pragma: no cover - both are core dependencies
@@ -170,7 +173,7 @@ def library_bars_off() -> Iterator[None]:
     import importlib
 
     restore = []
-    for module in ("diffusers.utils.logging", "transformers.utils.logging"):
+    for module in _HF_LOGGING_MODULES:
         hf_logging = importlib.import_module(module)
         if hf_logging.is_progress_bar_enabled():
             hf_logging.disable_progress_bar()

@@ -349,9 +349,8 @@ class Endpoint:
         """The endpoint's tags (``DescribeEndpoint`` for its ARN, then ``ListTags``)."""
         sm = self.session.client("sagemaker")
         desc = self.session.call(sm.describe_endpoint, what=f"find endpoint {self.name}", EndpointName=self.name)
-        listed = self.session.call(sm.list_tags, what=f"read the tags of endpoint {self.name}",
-                                   ResourceArn=desc["EndpointArn"])
-        return {t["Key"]: t["Value"] for t in listed.get("Tags", [])}
+        return _tags(self.session.call(sm.list_tags, what=f"read the tags of endpoint {self.name}",
+                                       ResourceArn=desc["EndpointArn"]))
 
     @classmethod
     def from_name(cls, name: str, *, session: AWSSession | None = None, region: str | None = None,
@@ -377,6 +376,11 @@ class Endpoint:
                    model_name=variants[0].get("ModelName"), config_name=config_name, owned=owned)
 
 
+def _tags(listed: Mapping[str, Any]) -> dict[str, str]:
+    """A ``ListTags`` answer as a dict."""
+    return {t["Key"]: t["Value"] for t in listed.get("Tags", [])}
+
+
 def list_endpoints(session: AWSSession) -> list[EndpointInfo]:
     """Endpoints carrying this library's tag, newest first."""
     sm = session.client("sagemaker")
@@ -385,7 +389,7 @@ def list_endpoints(session: AWSSession) -> list[EndpointInfo]:
     while True:
         page = session.call(sm.list_endpoints, what="list SageMaker endpoints", **kwargs)
         for item in page.get("Endpoints", []):
-            tags = {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=item["EndpointArn"]).get("Tags", [])}
+            tags = _tags(sm.list_tags(ResourceArn=item["EndpointArn"]))
             if LIBRARY_TAG not in tags:
                 continue
             desc = sm.describe_endpoint(EndpointName=item["EndpointName"])

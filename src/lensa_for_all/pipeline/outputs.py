@@ -10,6 +10,7 @@ Run folder layout::
     run_dir/qc_report.json   the photo check
     run_dir/photos/          prepared square PNGs + manifest.json
     run_dir/model/           the trained model (LoRA or full); run_dir/model.work: checkpoints, log
+    run_dir/candidates/      with keep_best: every rendered candidate (lensa_for_all.pipeline.selection)
     out_dir/                 the avatars, avatars.json and contact_sheet.jpg (default run_dir/avatars)
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,12 +32,13 @@ if TYPE_CHECKING:
 __all__ = [
     "PHOTOS_DIR", "MODEL_DIR", "AVATARS_DIR", "QC_REPORT", "prepared_fingerprint", "damaged_prepared",
     "model_problems", "model_source", "training_outputs", "discard_model", "damaged_avatars", "intact_avatars",
-    "remove_avatars",
+    "remove_avatars", "remove_our_avatars", "CANDIDATES_DIR", "remove_candidates",
 ]
 
 PHOTOS_DIR = "photos"
 MODEL_DIR = "model"
 AVATARS_DIR = "avatars"
+CANDIDATES_DIR = "candidates"
 QC_REPORT = "qc_report.json"
 
 _OUR_AVATAR = re.compile(r"[\w.+-]+\.png")  # the only names a stage deletes: PNGs it wrote itself
@@ -108,12 +110,22 @@ def model_source(run_dir: Path, outputs: Mapping[str, Any]) -> str:
     return str(uri)
 
 
-def discard_model(run_dir: Path) -> None:
-    """Remove a stale model and its checkpoints (both inside the run folder) so they are not resumed."""
-    for name in (MODEL_DIR, MODEL_DIR + ".work"):
+def _remove_folders(run_dir: Path, *names: str) -> None:
+    """Remove the run folder's own sub-folders ``names`` (never what a symlink points to)."""
+    for name in names:
         path = run_dir / name
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
+
+
+def discard_model(run_dir: Path) -> None:
+    """Remove a stale model and its checkpoints (both inside the run folder) so they are not resumed."""
+    _remove_folders(run_dir, MODEL_DIR, MODEL_DIR + ".work")
+
+
+def remove_candidates(run_dir: Path) -> None:
+    """Remove the ``keep_best`` candidates of a generation whose inputs changed."""
+    _remove_folders(run_dir, CANDIDATES_DIR)
 
 
 # -- avatars ---------------------------------------------------------------------------------------
@@ -150,7 +162,12 @@ def remove_avatars(record: Mapping[str, Any], out: Path) -> None:
     recorded_dir = outputs.get("out_dir")
     if recorded_dir and Path(recorded_dir) != out.resolve():
         return  # another folder: the user's earlier pack stays where it is
-    names = set(outputs.get("files") or []) | set((record.get("progress") or {}).get("files", {}).values())
+    remove_our_avatars(out, set(outputs.get("files") or []) |
+                       set((record.get("progress") or {}).get("files", {}).values()))
+
+
+def remove_our_avatars(out: Path, names: Iterable[Any]) -> None:
+    """Delete the avatars named in ``names`` from ``out``: only PNG names a stage recorded writing."""
     for name in names:
         if isinstance(name, str) and _OUR_AVATAR.fullmatch(name):
             (out / name).unlink(missing_ok=True)

@@ -30,6 +30,7 @@ from ..redaction import options_for_state, options_from_state
 from ..run_lock import lock_folders
 from .outputs import (
     AVATARS_DIR,
+    CANDIDATES_DIR,
     MODEL_DIR,
     PHOTOS_DIR,
     QC_REPORT,
@@ -40,6 +41,7 @@ from .outputs import (
     model_source,
     prepared_fingerprint,
     remove_avatars,
+    remove_candidates,
     training_outputs,
 )
 from .progress import RichRunProgress, RunProgress, SilentProgress
@@ -355,7 +357,7 @@ class Pipeline:
         from ..generation import AvatarModel
         from ..quiet import library_bars_off
         from .rendering import render_avatars
-        from .selection import CANDIDATES_DIR, keep_most_alike, remove_candidates
+        from .selection import keep_most_alike
 
         fp = self._generation_fingerprint(state, request, out)
         record = self._reusable(state, "generate", fp, lambda r: damaged_avatars(out, r),

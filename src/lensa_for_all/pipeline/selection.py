@@ -9,22 +9,19 @@ avatar was deleted) renders nothing: the candidates are still in the run folder.
 
 from __future__ import annotations
 
-import re
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .outputs import remove_our_avatars
 from .state import file_check
 
 if TYPE_CHECKING:
     from .state import RunState
 
-__all__ = ["CANDIDATES_DIR", "keep_most_alike", "remove_candidates"]
+__all__ = ["keep_most_alike"]
 
-CANDIDATES_DIR = "candidates"
 STAGE = "generate"
-_OUR_PNG = re.compile(r"[\w.+-]+\.png")
 
 
 def keep_most_alike(candidates: Mapping[str, Any], keep: int, references: Any, out: Path, state: RunState,
@@ -40,9 +37,7 @@ def keep_most_alike(candidates: Mapping[str, Any], keep: int, references: Any, o
     identity = FaceIdentity()
     kept = pick_best([Avatar.from_png(folder / f) for f in candidates["files"]], keep,
                      reference_set(references, identity), identity)
-    for name in state.progress(STAGE, fp).get("kept") or []:  # an earlier pick (one of them was damaged)
-        if isinstance(name, str) and _OUR_PNG.fullmatch(name):
-            (out / name).unlink(missing_ok=True)
+    remove_our_avatars(out, state.progress(STAGE, fp).get("kept") or [])  # an earlier pick, one of them damaged
     writer = PackWriter(out)  # after the old picks are gone: it names new files around those present
     files = [writer.add(avatar, i).name for i, avatar in enumerate(kept)]
     state.update_progress(STAGE, kept=files)
@@ -52,9 +47,3 @@ def keep_most_alike(candidates: Mapping[str, Any], keep: int, references: Any, o
             "likeness": {f: a.likeness for f, a in zip(files, kept, strict=True)},
             "candidates": {"dir": str(folder.resolve()), "files": list(candidates["files"])}}
 
-
-def remove_candidates(run_dir: Path) -> None:
-    """Delete the candidates of a generation whose inputs changed (the folder is the run's own)."""
-    folder = run_dir / CANDIDATES_DIR
-    if folder.is_dir() and not folder.is_symlink():
-        shutil.rmtree(folder)
